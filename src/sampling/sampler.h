@@ -1,0 +1,49 @@
+// Host sampling chain: penalties -> temperature -> top-k -> top-p -> min-p -> draw.
+// Seeded and reproducible across runs and processes. temperature 0 = greedy (argmax,
+// lowest id wins ties). The CUDA backend implements the same chain on the GPU.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kiln/status.h"
+
+namespace kiln {
+
+struct SamplingParams {
+  float temperature = 1.0f;     // 0 = greedy
+  int32_t top_k = 0;            // 0 = off
+  float top_p = 1.0f;           // 1 = off
+  float min_p = 0.0f;           // 0 = off
+  float repetition_penalty = 1.0f;  // HF: logit>0 ? logit/r : logit*r, over prompt+generated ids
+  float presence_penalty = 0.0f;    // OpenAI: logit -= presence * (count > 0)  (generated ids)
+  float frequency_penalty = 0.0f;   // OpenAI: logit -= frequency * count       (generated ids)
+  uint64_t seed = 0;
+  Status Validate() const;  // rejects NaN, negative temperature, top_p outside (0,1], ...
+};
+
+// Random stream for one request: counter-based (Philox-style) so that draw n of a request
+// depends only on (seed, n), identically on CPU and GPU.
+float UniformDraw(uint64_t seed, uint64_t counter);  // in [0, 1)
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+  // logits: [vocab], modified in place. prompt / generated: token history for penalties.
+  // step: index of this draw in the request (feeds UniformDraw).
+  int32_t Sample(std::span<float> logits, std::span<const int32_t> prompt,
+                 std::span<const int32_t> generated, uint64_t step) const;
+  // The chain without the draw: the renormalised probability of every token (0 outside
+  // the kept set). Used by tests and by logprobs.
+  std::vector<float> Probabilities(std::span<float> logits, std::span<const int32_t> prompt,
+                                   std::span<const int32_t> generated) const;
+  const SamplingParams& params() const { return params_; }
+
+ private:
+  SamplingParams params_;
+};
+
+// log-softmax of raw logits, for logprobs reporting.
+void LogSoftmax(std::span<const float> logits, std::span<float> out);
+
+}  // namespace kiln
