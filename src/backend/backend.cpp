@@ -1,0 +1,17 @@
+#include "backend/backend.h"
+
+namespace kiln {
+
+Expected<DeviceBuffer> AllocBuffer(Backend& b, size_t bytes) {
+  KILN_ASSIGN_OR_RETURN(void* p, b.Alloc(bytes));
+  return DeviceBuffer(&b, p, bytes);
+}
+
+#ifndef KILN_WITH_CUDA
+Expected<std::unique_ptr<Backend>> MakeCudaBackend(int, DType) {
+  return Unsupported("this kiln was built without the CUDA backend (nvcc was not found at build time)");
+}
+bool CudaAvailable() { return false; }
+#endif
+
+}  // namespace kiln

@@ -1,0 +1,156 @@
+// The ops the model needs, and nothing else. The model meets a backend only through this
+// interface; backends never see the model. The CPU backend (backend/cpu) is the reference
+// oracle; the CUDA backend (backend/cuda) must match it on random shapes.
+//
+// Conventions: activations are in act_dtype() (CPU: f32; CUDA: the engine's dtype, or f32 for
+// exactness runs) with fp32 accumulation; weights in the engine's dtype. All ops are enqueued
+// in order on the backend's stream; only the Copy*ToHost calls and Synchronize() block.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backend/tensor.h"
+#include "kiln/status.h"
+
+namespace kiln {
+
+// Per-step batch description for attention over the paged KV cache. Tokens of all sequences
+// are packed: sequence s owns query tokens [q_start[s], q_start[s+1]). Every tensor here is
+// i32 backend memory written by the runtime before the step.
+struct AttentionBatch {
+  int n_seqs = 0;
+  int n_tokens = 0;
+  int max_q_len = 0;          // max over sequences of query tokens this step
+  int max_seq_len = 0;        // max over sequences of seq_lens
+  int max_blocks_per_seq = 0; // row stride of block_tables
+  int block_size = 0;         // tokens per KV block
+  Tensor positions;     // [n_tokens]  absolute position of each query token
+  Tensor slot_mapping;  // [n_tokens]  block_id * block_size + offset where its K/V goes
+  Tensor q_start;       // [n_seqs + 1]
+  Tensor seq_lens;      // [n_seqs]    KV length of each sequence after this step
+  Tensor block_tables;  // [n_seqs, max_blocks_per_seq] physical block ids
+};
+
+// K and V of one layer: [n_blocks, block_size, n_kv_heads, head_dim], act_dtype.
+struct KvCacheLayer {
+  Tensor k;
+  Tensor v;
+};
+
+struct AttentionShape {
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+};
+
+// Rotary embedding: positions are rotated by inv_freq (f32 [rotary_dim / 2], scaling already
+// folded in by the model) over the first rotary_dim dims of each head.
+struct RopeSpec {
+  int rotary_dim = 0;         // 0 = no rotary (learned/ALiBi positions)
+  bool interleaved = false;   // pairs (2i, 2i+1) (GPT-J/GLM) instead of (i, i + rotary_dim/2)
+  float attention_factor = 1.0f;  // multiplies cos/sin (YaRN mscale); 1 otherwise
+  Tensor inv_freq;            // f32 [rotary_dim / 2]
+};
+
+struct AttentionParams {
+  float scale = 1.0f;        // softmax scale, usually 1/sqrt(head_dim)
+  int sliding_window = 0;    // 0 = full causal; else attend to the last `window` positions
+  float softcap = 0.0f;      // 0 = off; else logits = softcap * tanh(logits / softcap)
+  Tensor alibi_slopes;       // f32 [n_heads]; empty = no ALiBi
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;         // "cpu", "cuda:0 (NVIDIA H100 ...)"
+  virtual DType act_dtype() const = 0;
+
+  // ---- memory ----
+  virtual Expected<void*> Alloc(size_t bytes) = 0;
+  virtual void Free(void* ptr) = 0;
+  virtual Status CopyToDevice(void* dst, const void* src, size_t bytes) = 0;  // host -> backend
+  virtual Status CopyToHost(void* dst, const void* src, size_t bytes) = 0;    // blocks
+  // Converts src (any float dtype) to f32 host memory; blocks.
+  virtual Status CopyToHostF32(float* dst, const Tensor& src) = 0;
+  virtual Status Synchronize() = 0;
+  // Prepares a weight for this backend from host bytes in `src_dtype` [rows, cols]; the
+  // backend may convert or repack (CPU: keeps f16/bf16 as stored, converts on use).
+  virtual Expected<Weight> UploadWeight(const void* src, DType src_dtype, int64_t rows, int64_t cols) = 0;
+  // Fills a weight with seeded pseudo-random values (dummy-weight benchmark engines).
+  virtual Expected<Weight> RandomWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float scale) = 0;
+
+  // ---- ops (shapes in comments; n = tokens this step, d = hidden size) ----
+  // out[n, d] = table[ids[n], :] * scale
+  virtual void Embedding(Tensor out, const Weight& table, const Tensor& ids, float scale) = 0;
+  // out = norm(x) * (w (+1 if unit_offset)) (+ b); RMSNorm when b is empty and rms is true.
+  virtual void Norm(Tensor out, const Tensor& x, const Tensor& w, const Tensor& b, float eps, bool rms,
+                    bool unit_offset) = 0;
+  // residual += delta; out = norm(residual)   (fused residual add + norm)
+  virtual void AddNorm(Tensor out, Tensor residual, const Tensor& delta, const Tensor& w, const Tensor& b,
+                       float eps, bool rms, bool unit_offset) = 0;
+  // out[m, n] = x[m, k] @ w[n, k]^T (+ bias[n])
+  virtual void Linear(Tensor out, const Tensor& x, const Weight& w, const Tensor& bias) = 0;
+  // qkv[n, (hq + 2*hkv) * hd]: optional per-head RMSNorm of q and k (q_norm/k_norm [hd]),
+  // rotary on q and k in place, then K and V written to the cache at batch.slot_mapping.
+  virtual void RopeWriteKv(Tensor qkv, const AttentionBatch& batch, const AttentionShape& shape,
+                           const RopeSpec& rope, const Tensor& q_norm, const Tensor& k_norm, float norm_eps,
+                           KvCacheLayer cache) = 0;
+  // out[n, hq * hd] = causal attention of q (from qkv) over each sequence's cached K/V
+  // (positions 0 .. position of the token, limited by the sliding window).
+  virtual void Attention(Tensor out, const Tensor& qkv, const AttentionBatch& batch, const AttentionShape& shape,
+                         const AttentionParams& params, KvCacheLayer cache) = 0;
+  // Gated activations: out[n, f] = act(gate_up[n, :f]) * gate_up[n, f:]
+  enum class Activation { kSilu, kGeluTanh, kGeluErf, kRelu };
+  virtual void GatedActivation(Tensor out, const Tensor& gate_up, Activation act) = 0;
+  // In place: x = act(x)
+  virtual void ActivationInPlace(Tensor x, Activation act) = 0;
+  // out = a + b (same shapes)
+  virtual void Add(Tensor out, const Tensor& a, const Tensor& b) = 0;
+  // out[m, d] = x[idx[m], :]
+  virtual void GatherRows(Tensor out, const Tensor& x, const Tensor& idx) = 0;
+  // In place: x = cap * tanh(x / cap)
+  virtual void Softcap(Tensor x, float cap) = 0;
+};
+
+// CPU reference backend (OpenMP).
+std::unique_ptr<Backend> MakeCpuBackend();
+// CUDA backend on `device`; an error when built without CUDA or no GPU is present.
+// act_dtype: f32 for exactness runs, else the engine dtype (bf16/f16).
+Expected<std::unique_ptr<Backend>> MakeCudaBackend(int device, DType act_dtype);
+// True when a CUDA device is usable (built with CUDA and a GPU present).
+bool CudaAvailable();
+
+// RAII backend allocation.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend* b, void* p, size_t n) : backend_(b), ptr_(p), bytes_(n) {}
+  ~DeviceBuffer() { Reset(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      backend_ = o.backend_;
+      ptr_ = o.ptr_;
+      bytes_ = o.bytes_;
+      o.ptr_ = nullptr;
+    }
+    return *this;
+  }
+  void Reset() {
+    if (ptr_ && backend_) backend_->Free(ptr_);
+    ptr_ = nullptr;
+  }
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Backend* backend_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+Expected<DeviceBuffer> AllocBuffer(Backend& b, size_t bytes);
+
+}  // namespace kiln
