@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <span>
 #include <string>
 #include <string_view>
@@ -50,9 +51,24 @@ class IncrementalDetokenizer {
   std::string pending_;       // bytes held back until a UTF-8 character completes
 };
 
-// Loads a tokenizer from a folder (tokenizer.json / tokenizer.model / tokenizer.bin /
-// tokenizer_config.json), a single tokenizer file, or an engine directory
-// (its config.json "tokenizer" section names the files).
+// Loads a tokenizer from a folder or engine directory, or from a single file.
+// A folder is read as transformers 5 reads it: the first present of tokenizer.json,
+// tokenizer.model (SentencePiece or tiktoken), tokenizer.bin (llama2.c), tokenizer.gguf.json,
+// *.tiktoken, vocab.json + merges.txt, with tokenizer_config.json (add_bos/eos, added tokens,
+// Llama Metaspace rebuild, bos/eos names) and generation_config.json (eos ids) on top.
+// A single file is read with its own library's semantics (tokenizer.json = HF tokenizers,
+// *.gguf = its embedded vocabulary, *.bin = llama2.c, *.model, *.tiktoken, tokenizer.gguf.json).
 Expected<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path);
+
+// A tokenizer from GGUF key/value metadata (tokenizer.ggml.model "llama" = SentencePiece-BPE by
+// scores as llama.cpp, "gpt2" = byte-level BPE with merges), e.g. ReadGgufMetadata(path).
+Expected<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const nlohmann::json& gguf_metadata);
+
+// Puts the tokenizer of `source` (a folder, a tokenizer file, or a .gguf) into engine_dir so that
+// LoadTokenizer(engine_dir) finds it: files are copied under their canonical names; for GGUF the
+// tokenizer.* metadata is written to tokenizer.gguf.json. Returns the file names written.
+Expected<std::vector<std::string>> SaveTokenizerForEngine(const std::string& source, const std::string& engine_dir);
+// Writes the tokenizer.* keys of GGUF metadata to engine_dir/tokenizer.gguf.json.
+Status SaveGgufTokenizerJson(const nlohmann::json& gguf_metadata, const std::string& engine_dir);
 
 }  // namespace kiln

@@ -1,0 +1,103 @@
+#include "tokenizer/sentencepiece_tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include <fstream>
+
+#include "tokenizer/text_util.h"
+
+namespace kiln {
+namespace {
+
+class SentencePieceTokenizer final : public Tokenizer {
+ public:
+  SentencePieceTokenizer(std::unique_ptr<sentencepiece::SentencePieceProcessor> sp, bool add_bos, bool add_eos)
+      : sp_(std::move(sp)), add_bos_(add_bos), add_eos_(add_eos) {}
+
+  std::vector<int32_t> Encode(std::string_view text, bool add_special) const override {
+    std::vector<int> ids;
+    // SentencePiece wants valid UTF-8; repair instead of failing.
+    std::string clean = tok::IsValidUtf8(text) ? std::string(text) : tok::Utf8Lossy(text);
+    if (!sp_->Encode(clean, &ids).ok()) ids.clear();
+    std::vector<int32_t> out;
+    out.reserve(ids.size() + 2);
+    if (add_special && add_bos_ && sp_->bos_id() >= 0) out.push_back(sp_->bos_id());
+    out.insert(out.end(), ids.begin(), ids.end());
+    if (add_special && add_eos_ && sp_->eos_id() >= 0) out.push_back(sp_->eos_id());
+    return out;
+  }
+
+  std::string Decode(std::span<const int32_t> ids, bool skip_special) const override {
+    std::string raw;
+    int32_t prev = -1;
+    for (int32_t id : ids) {
+      if (id < 0 || id >= vocab_size()) continue;
+      if (!(skip_special && is_special(id))) raw += TokenBytes(prev, id);
+      prev = id;
+    }
+    return tok::Utf8Lossy(raw);
+  }
+
+  int32_t vocab_size() const override { return sp_->GetPieceSize(); }
+  int32_t bos_id() const override { return sp_->bos_id(); }
+  std::vector<int32_t> eos_ids() const override {
+    if (sp_->eos_id() >= 0) return {sp_->eos_id()};
+    return {};
+  }
+  bool is_special(int32_t id) const override {
+    return id >= 0 && id < vocab_size() && (sp_->IsControl(id) || sp_->IsUnknown(id));
+  }
+  std::string piece(int32_t id) const override {
+    return id >= 0 && id < vocab_size() ? sp_->IdToPiece(id) : std::string();
+  }
+  // SentencePiece decode: control pieces vanish, "▁" is a space except at the very start
+  // (or right after a control piece such as BOS), <0xXX> pieces are raw bytes.
+  std::string TokenBytes(int32_t prev, int32_t id) const override {
+    if (id < 0 || id >= vocab_size()) return {};
+    if (sp_->IsControl(id)) return {};
+    if (sp_->IsUnknown(id)) return " \xE2\x81\x87 ";  // what sentencepiece prints for <unk>
+    std::string p = sp_->IdToPiece(id);
+    if (sp_->IsByte(id)) {
+      int b = tok::ParseBytePiece(p);
+      return b >= 0 ? std::string(1, static_cast<char>(b)) : std::string();
+    }
+    std::string out;
+    size_t i = 0;
+    static const std::string kMeta = "\xE2\x96\x81";
+    if (p.compare(0, 3, kMeta) == 0 && (prev < 0 || prev == sp_->bos_id())) i = 3;
+    for (; i < p.size();) {
+      if (p.compare(i, 3, kMeta) == 0) {
+        out += ' ';
+        i += 3;
+      } else {
+        out += p[i++];
+      }
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  bool add_bos_, add_eos_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path, bool add_bos,
+                                                                 bool add_eos) {
+  auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  auto st = sp->Load(path);
+  if (!st.ok()) return Corrupt(path + ": not a SentencePiece model: " + st.ToString());
+  return std::unique_ptr<Tokenizer>(new SentencePieceTokenizer(std::move(sp), add_bos, add_eos));
+}
+
+bool LooksLikeSentencePiece(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  char c = 0;
+  if (!f.get(c)) return false;
+  // ModelProto starts with field 1 (pieces), wire type 2 -> tag byte 0x0A. tiktoken files
+  // start with base64 text.
+  return static_cast<unsigned char>(c) == 0x0A;
+}
+
+}  // namespace kiln

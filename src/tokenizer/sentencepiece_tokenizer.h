@@ -1,0 +1,16 @@
+// SentencePiece .model files through libsentencepiece (Debian libsentencepiece-dev).
+#pragma once
+#include <memory>
+#include <string>
+
+#include "tokenizer/tokenizer.h"
+
+namespace kiln {
+
+// add_bos / add_eos: what Encode(add_special=true) adds (Llama: BOS only).
+Expected<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path, bool add_bos = true,
+                                                                 bool add_eos = false);
+// True if the bytes look like a serialized SentencePiece ModelProto (used to tell it from tiktoken).
+bool LooksLikeSentencePiece(const std::string& path);
+
+}  // namespace kiln
