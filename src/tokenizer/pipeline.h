@@ -48,6 +48,7 @@ struct AddedToken {
   std::string content;
   int32_t id = -1;
   bool special = false, lstrip = false, rstrip = false, single_word = false, normalized = false;
+  bool match_in_text = true;  // false: only ever produced by id (tiktoken encode_ordinary)
 };
 
 struct PipelineSpec {

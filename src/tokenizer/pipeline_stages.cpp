@@ -263,8 +263,8 @@ std::string ApplyDecoders(const std::vector<DecoderOp>& ops, std::vector<std::st
         break;
       case DecoderOp::kMetaspace:
         for (size_t i = 0; i < tokens.size(); ++i) {
-          std::string t = ReplaceAll(tokens[i], op.replacement, " ");
-          if (i == 0 && op.strip_first_space && !t.empty() && t[0] == ' ') t.erase(0, 1);
+          // HF: in the first token every replacement character is dropped, not just one.
+          std::string t = ReplaceAll(tokens[i], op.replacement, i == 0 && op.strip_first_space ? "" : " ");
           tokens[i] = std::move(t);
         }
         break;

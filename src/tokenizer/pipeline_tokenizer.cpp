@@ -24,7 +24,7 @@ PipelineTokenizer::PipelineTokenizer(PipelineSpec spec)
     if (t.id < 0 || t.content.empty()) continue;
     added_by_id_[t.id] = i;
     vocab_size_ = std::max(vocab_size_, t.id + 1);
-    added_by_first_byte_[static_cast<unsigned char>(t.content[0])].push_back(i);
+    if (t.match_in_text) added_by_first_byte_[static_cast<unsigned char>(t.content[0])].push_back(i);
   }
   for (auto& v : added_by_first_byte_)
     std::stable_sort(v.begin(), v.end(),

@@ -12,7 +12,13 @@ namespace {
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   SentencePieceTokenizer(std::unique_ptr<sentencepiece::SentencePieceProcessor> sp, bool add_bos, bool add_eos)
-      : sp_(std::move(sp)), add_bos_(add_bos), add_eos_(add_eos) {}
+      : sp_(std::move(sp)), add_bos_(add_bos), add_eos_(add_eos) {
+    // The model's add_dummy_prefix decides whether decode drops the first piece's "▁"; probe
+    // it by encoding a letter instead of reading the normalizer proto.
+    std::vector<std::string> pieces;
+    if (sp_->Encode("a", &pieces).ok() && !pieces.empty())
+      dummy_prefix_ = pieces[0].compare(0, 3, "\xE2\x96\x81") == 0;
+  }
 
   std::vector<int32_t> Encode(std::string_view text, bool add_special) const override {
     std::vector<int> ids;
@@ -64,7 +70,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     std::string out;
     size_t i = 0;
     static const std::string kMeta = "\xE2\x96\x81";
-    if (p.compare(0, 3, kMeta) == 0 && (prev < 0 || prev == sp_->bos_id())) i = 3;
+    if (dummy_prefix_ && p.compare(0, 3, kMeta) == 0 && (prev < 0 || prev == sp_->bos_id())) i = 3;
     for (; i < p.size();) {
       if (p.compare(i, 3, kMeta) == 0) {
         out += ' ';
@@ -79,6 +85,7 @@ class SentencePieceTokenizer final : public Tokenizer {
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   bool add_bos_, add_eos_;
+  bool dummy_prefix_ = true;
 };
 
 }  // namespace

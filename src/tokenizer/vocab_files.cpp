@@ -53,8 +53,9 @@ bool Base64Decode(std::string_view in, std::string* out) {
   return true;
 }
 
-void AddSpecial(PipelineSpec* spec, const std::string& content, int32_t id) {
+void AddSpecial(PipelineSpec* spec, const std::string& content, int32_t id, bool match = true) {
   AddedToken a;
+  a.match_in_text = match;
   a.content = content;
   a.id = id;
   a.special = true;
@@ -95,6 +96,7 @@ Expected<PipelineSpec> SpecFromTiktoken(const std::string& path, bool have_confi
   spec.source = path;
   BpeModel& m = spec.model;
   m.mode = BpeModel::Mode::kScores;
+  m.ignore_merges = true;  // tiktoken emits a piece that is itself a token without merging
   std::istringstream ss(text);
   std::string line;
   int lineno = 0;
@@ -140,11 +142,11 @@ Expected<PipelineSpec> SpecFromTiktoken(const std::string& path, bool have_confi
       spec.bos_id = 128000;
       spec.eos_ids = {128001, 128008, 128009};
     } else {
-      AddSpecial(&spec, "<|endoftext|>", 100257);
-      AddSpecial(&spec, "<|fim_prefix|>", 100258);
-      AddSpecial(&spec, "<|fim_middle|>", 100259);
-      AddSpecial(&spec, "<|fim_suffix|>", 100260);
-      AddSpecial(&spec, "<|endofprompt|>", 100276);
+      AddSpecial(&spec, "<|endoftext|>", 100257, false);
+      AddSpecial(&spec, "<|fim_prefix|>", 100258, false);
+      AddSpecial(&spec, "<|fim_middle|>", 100259, false);
+      AddSpecial(&spec, "<|fim_suffix|>", 100260, false);
+      AddSpecial(&spec, "<|endofprompt|>", 100276, false);
       spec.eos_ids = {100257};
     }
   }
