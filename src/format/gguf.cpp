@@ -44,6 +44,9 @@ const BlockInfo* FindBlockInfo(uint32_t type) {
 // Replaces invalid UTF-8 sequences by U+FFFD so nlohmann::json can dump the string; valid
 // input (the normal case) is returned byte for byte.
 std::string SanitizeUtf8(const char* s, size_t n) {
+  size_t ascii = 0;
+  while (ascii < n && static_cast<unsigned char>(s[ascii]) < 0x80) ++ascii;
+  if (ascii == n) return std::string(s, n);
   std::string out;
   out.reserve(n);
   size_t i = 0;
@@ -107,10 +110,11 @@ class Cursor {
   Status Fail(const std::string& what) const {
     return Corrupt(where_ + ": at byte " + std::to_string(pos_) + ": " + what);
   }
+  // `field` (+ `suffix`) names what is read; the message is only built on failure.
   template <typename T>
-  Status Read(T* v, const std::string& field) {
+  Status Read(T* v, const std::string& field, const char* suffix = "") {
     if (remaining() < sizeof(T))
-      return Fail(field + ": needs " + std::to_string(sizeof(T)) + " bytes but the file ends (" +
+      return Fail(field + suffix + ": needs " + std::to_string(sizeof(T)) + " bytes but the file ends (" +
                   std::to_string(n_) + " bytes): truncated?");
     std::memcpy(v, d_ + pos_, sizeof(T));
     pos_ += sizeof(T);
@@ -118,7 +122,7 @@ class Cursor {
   }
   Status ReadString(std::string* s, const std::string& field, bool sanitize) {
     uint64_t len = 0;
-    KILN_RETURN_IF_ERROR(Read(&len, field + " length"));
+    KILN_RETURN_IF_ERROR(Read(&len, field, " length"));
     if (len > remaining())
       return Fail(field + ": string length " + std::to_string(len) + " runs past the end of the file (" +
                   std::to_string(remaining()) + " bytes left)");
@@ -190,8 +194,8 @@ Status ReadValue(Cursor& c, uint32_t type, json* out, const std::string& field, 
       if (depth >= kMaxArrayDepth) return c.Fail(field + ": arrays nested deeper than " + std::to_string(kMaxArrayDepth));
       uint32_t et = 0;
       uint64_t count = 0;
-      KILN_RETURN_IF_ERROR(c.Read(&et, field + " array element type"));
-      KILN_RETURN_IF_ERROR(c.Read(&count, field + " array length"));
+      KILN_RETURN_IF_ERROR(c.Read(&et, field, " array element type"));
+      KILN_RETURN_IF_ERROR(c.Read(&count, field, " array length"));
       if (et > 12) return c.Fail(field + ": unknown array element type " + std::to_string(et));
       if (count > c.remaining() / MinValueBytes(et))
         return c.Fail(field + ": array of " + std::to_string(count) + " " + TypeName(et) +
@@ -201,7 +205,8 @@ Status ReadValue(Cursor& c, uint32_t type, json* out, const std::string& field, 
       arr.get_ref<json::array_t&>().reserve(count);
       for (uint64_t i = 0; i < count; ++i) {
         json v;
-        KILN_RETURN_IF_ERROR(ReadValue(c, et, &v, field + "[" + std::to_string(i) + "]", depth + 1, nullptr));
+        Status st = ReadValue(c, et, &v, field, depth + 1, nullptr);
+        if (!st.ok()) return Status(st.code(), st.message() + " (in element " + std::to_string(i) + ")");
         arr.push_back(std::move(v));
       }
       *out = std::move(arr);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/mmap_file.h"
+#include "format/checkpoint.h"
 #include "kiln/status.h"
 
 namespace kiln {
@@ -89,6 +90,10 @@ class GgufFile {
 // names, general.alignment (a power of two), tensor dims/types, offsets aligned and
 // offset+size inside the file, no overlapping tensors. `path` only names the file in errors.
 Expected<GgufFile> ParseGguf(const uint8_t* data, size_t size, const std::string& path);
+
+// A parsed llama-architecture GGUF in HF form (what OpenGgufCheckpoint returns; separate so
+// the fuzzer can reach it without a file). Tensors point into `file`'s bytes.
+Expected<Checkpoint> GgufToCheckpoint(const GgufFile& file);
 
 // The metadata of the GGUF file at `path` as JSON (see GgufFile::metadata).
 Expected<nlohmann::json> ReadGgufMetadata(const std::string& path);

@@ -55,6 +55,11 @@ Expected<std::optional<double>> GetFloat(const json& md, const std::string& key,
 
 Expected<Checkpoint> OpenGgufCheckpoint(const std::string& path) {
   KILN_ASSIGN_OR_RETURN(GgufFile gf, GgufFile::Open(path));
+  return GgufToCheckpoint(gf);
+}
+
+Expected<Checkpoint> GgufToCheckpoint(const GgufFile& gf) {
+  const std::string& path = gf.path();
   const std::string where = "gguf '" + path + "'";
   const json& md = gf.metadata();
   if (!md.contains("general.architecture") || !md["general.architecture"].is_string())
@@ -97,7 +102,7 @@ Expected<Checkpoint> OpenGgufCheckpoint(const std::string& path) {
   Checkpoint ck;
   ck.format = "gguf";
   ck.source_path = path;
-  ck.owners.push_back(gf.file());
+  if (gf.file()) ck.owners.push_back(gf.file());
   static const std::regex kBlock(R"(blk\.(\d+)\.([a-z_]+)\.(weight|bias))");
   bool attention_bias = false;
   DType common = DType::kF32;
@@ -155,13 +160,18 @@ Expected<Checkpoint> OpenGgufCheckpoint(const std::string& path) {
   }
 
   // Check presence and shapes against the config, naming the GGUF tensor at fault.
-  const SourceTensor* embd = ck.Find("model.embed_tokens.weight");
+  auto find = [&](const std::string& name) -> const SourceTensor* {
+    for (const auto& t : ck.tensors)
+      if (t.name == name) return &t;
+    return nullptr;
+  };
+  const SourceTensor* embd = find("model.embed_tokens.weight");
   if (!embd) return NotFound(where + ": tensor token_embd.weight is missing");
   if (embd->shape.size() != 2 || embd->shape[1] != hidden)
     return Corrupt(where + ": tensor token_embd.weight has HF shape " + ShapeString(embd->shape) +
                    ", expected [vocab, " + std::to_string(hidden) + "]");
   const int64_t vocab = embd->shape[0];
-  const bool tied = ck.Find("lm_head.weight") == nullptr;
+  const bool tied = find("lm_head.weight") == nullptr;
   struct Want {
     std::string gguf, hf;
     std::vector<int64_t> shape;
@@ -181,7 +191,7 @@ Expected<Checkpoint> OpenGgufCheckpoint(const std::string& path) {
     want.push_back({g + "ffn_norm.weight", p + "post_attention_layernorm.weight", {hidden}});
   }
   for (const auto& w : want) {
-    const SourceTensor* t = ck.Find(w.hf);
+    const SourceTensor* t = find(w.hf);
     if (!t) return NotFound(where + ": tensor " + w.gguf + " is missing");
     if (t->shape != w.shape)
       return Corrupt(where + ": tensor " + w.gguf + " has HF shape " + ShapeString(t->shape) + ", expected " +
