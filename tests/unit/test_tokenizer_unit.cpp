@@ -1,0 +1,260 @@
+// Tokenizer robustness: streaming == full decode, random bytes / ids never crash, bad files are
+// rejected with messages, engine-dir round trips; and the Jinja interpreter's rules and limits.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "format/gguf.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/jinja.h"
+#include "tokenizer/text_util.h"
+#include "tokenizer/tokenizer.h"
+#include "../golden/tokenizer_test_util.h"
+
+namespace kiln {
+namespace {
+
+using namespace kiln::testing_tok;
+
+const char* const kTokenizerPaths[] = {
+    "models/stories260K/tok512.bin",        "models/stories260K/tok512.model", "tokenizers/gpt2",
+    "tokenizers/llama2",                    "tokenizers/llama3",               "tokenizers/mistral-instruct-v0.3",
+    "tokenizers/phi3",                      "tokenizers/qwen2.5",              "tokenizers/tiktoken-cl100k/cl100k_base.tiktoken",
+    "tokenizers/chatglm3/tokenizer.json",   "tokenizers/baichuan2/tokenizer.model"};
+
+std::string TempDir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("kiln_tok_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
+std::vector<std::string> Texts() {
+  return {"Hello world",
+          " Hello  world ",
+          "Once upon a time, there was a little girl named Lily.",
+          "TensorRT-LLM 在性能上提升2~3倍左右。",
+          "emoji 👍🏽 🤖🚀 and ZWJ 👨‍👩‍👧‍👦",
+          "naïve café résumé Ωmega ß",
+          "\xC2\xA0non-breaking\xE2\x80\x89thin space",
+          "<s> literal specials </s> <|endoftext|>",
+          "def f(x):\n    return x**2  # square\n\n\n",
+          "   leading and trailing   "};
+}
+
+class TokenizerStreaming : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(TokenizerStreaming, ConcatenationEqualsFullDecodeAndNoSplitChars) {
+  const std::string path = SharedPath(GetParam());
+  if (!Exists(path)) GTEST_SKIP() << "fixture missing: " << path;
+  auto t = LoadTokenizer(path);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  const Tokenizer& tok = **t;
+  for (bool skip : {false, true}) {
+    for (const std::string& text : Texts()) {
+      auto ids = tok.Encode(text, true);
+      IncrementalDetokenizer d(tok, skip);
+      std::string streamed;
+      for (int32_t id : ids) {
+        std::string piece = d.Push(id);
+        EXPECT_TRUE(tok::IsValidUtf8(piece)) << GetParam() << " chunk of '" << text << "'";
+        streamed += piece;
+      }
+      streamed += d.Flush();
+      EXPECT_EQ(streamed, tok.Decode(ids, skip)) << GetParam() << " text '" << text << "' skip=" << skip;
+    }
+  }
+  // With a prompt: the continuation streams as the full decode's tail.
+  auto prompt = tok.Encode("Once upon a time", true);
+  auto cont = tok.Encode(" there was a café 中文 👍", false);
+  IncrementalDetokenizer d(tok);
+  d.SetPrompt(prompt);
+  std::string streamed;
+  for (int32_t id : cont) streamed += d.Push(id);
+  streamed += d.Flush();
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), cont.begin(), cont.end());
+  std::string full = tok.Decode(all), head = tok.Decode(prompt);
+  ASSERT_EQ(full.compare(0, head.size(), head), 0);
+  EXPECT_EQ(streamed, full.substr(head.size())) << GetParam();
+}
+
+TEST_P(TokenizerStreaming, RandomBytesAndIdsNeverCrash) {
+  const std::string path = SharedPath(GetParam());
+  if (!Exists(path)) GTEST_SKIP() << "fixture missing: " << path;
+  auto t = LoadTokenizer(path);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  const Tokenizer& tok = **t;
+  std::mt19937 rng(1234);
+  for (int iter = 0; iter < 60; ++iter) {
+    std::string bytes(rng() % 64, '\0');
+    for (char& c : bytes) c = static_cast<char>(rng() % 256);
+    if (iter % 3 == 0) bytes += "\xE4\xB8";  // truncated character at the end
+    auto ids = tok.Encode(bytes, iter % 2 == 0);
+    for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < tok.vocab_size()) << GetParam();
+    std::string back = tok.Decode(ids);
+    EXPECT_TRUE(tok::IsValidUtf8(back));
+    // Random ids, including out-of-range ones, decode and stream without crashing.
+    std::vector<int32_t> rid(rng() % 40);
+    for (int32_t& id : rid) id = static_cast<int32_t>(rng() % (tok.vocab_size() + 10)) - 5;
+    std::string full = tok.Decode(rid);
+    EXPECT_TRUE(tok::IsValidUtf8(full));
+    IncrementalDetokenizer d(tok);
+    std::string streamed;
+    for (int32_t id : rid) streamed += d.Push(id);
+    streamed += d.Flush();
+    EXPECT_EQ(streamed, full) << GetParam() << " iteration " << iter;
+    for (int32_t id : rid) (void)tok.TokenBytes(-1, id), (void)tok.piece(id), (void)tok.is_special(id);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, TokenizerStreaming, ::testing::ValuesIn(kTokenizerPaths), [](const auto& info) {
+  std::string s = info.param;
+  for (char& ch : s)
+    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return s;
+});
+
+TEST(TokenizerErrors, BadInputsAreRejectedWithMessages) {
+  auto missing = LoadTokenizer("/nonexistent/tokenizer.json");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("/nonexistent"), std::string::npos);
+
+  const std::string dir = TempDir("bad");
+  auto write = [&](const std::string& name, const std::string& data) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << data;
+    return dir + "/" + name;
+  };
+  auto r = LoadTokenizer(write("garbage.json", "{not json"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("garbage.json"), std::string::npos) << r.status().message();
+  r = LoadTokenizer(write("nomodel.json", R"({"added_tokens": []})"));
+  ASSERT_FALSE(r.ok());
+  r = LoadTokenizer(write("wordpiece.json", R"({"model": {"type": "WordPiece", "vocab": {}}})"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("WordPiece"), std::string::npos);
+  r = LoadTokenizer(write("badmerge.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [3]}})"));
+  ASSERT_FALSE(r.ok());
+  r = LoadTokenizer(write("badregex.json",
+                          R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                              "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}})"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("regex"), std::string::npos) << r.status().message();
+  r = LoadTokenizer(write("short.bin", std::string("\x07\x00\x00\x00\x00\x00\x00\x00\xff\xff\x00\x00", 12)));
+  ASSERT_FALSE(r.ok());
+  r = LoadTokenizer(write("bad.tiktoken", "!!!! 0\n"));
+  ASSERT_FALSE(r.ok());
+  auto g = LoadGgufTokenizer(nlohmann::json::object());
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("tokenizer.ggml.model"), std::string::npos);
+  g = LoadGgufTokenizer(nlohmann::json{{"tokenizer.ggml.model", "llama"}, {"tokenizer.ggml.tokens", {"a", "b"}},
+                                       {"tokenizer.ggml.scores", {0.0}}});
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("scores"), std::string::npos);
+  g = LoadGgufTokenizer(nlohmann::json{{"tokenizer.ggml.model", "t5"}, {"tokenizer.ggml.tokens", {"a"}}});
+  ASSERT_FALSE(g.ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TokenizerEngineDir, SaveAndLoadRoundTrip) {
+  const std::string bin = SharedPath("models/stories260K/tok512.bin");
+  const std::string gguf = SharedPath("models/stories260K/stories260K.gguf");
+  const std::string hf = SharedPath("tokenizers/phi3");
+  if (!Exists(bin) || !Exists(gguf) || !Exists(hf)) GTEST_SKIP() << "fixture missing: " << bin;
+  for (const std::string& src : {bin, gguf, hf}) {
+    const std::string dir = TempDir("engine");
+    auto files = SaveTokenizerForEngine(src, dir);
+    ASSERT_TRUE(files.ok()) << files.status().message();
+    auto a = LoadTokenizer(dir);
+    ASSERT_TRUE(a.ok()) << src << ": " << a.status().message();
+    auto b = LoadTokenizer(src);
+    ASSERT_TRUE(b.ok());
+    for (const char* text : {"Once upon a time", "Lily, Ünïcödé 中文"})
+      EXPECT_EQ(Ids((*a)->Encode(text, true)), Ids((*b)->Encode(text, true))) << src;
+    EXPECT_EQ((*a)->eos_ids(), (*b)->eos_ids()) << src;
+    std::filesystem::remove_all(dir);
+  }
+}
+
+TEST(TokenizerSpecials, BosEosAndSpecialFlags) {
+  const std::string l3 = SharedPath("tokenizers/llama3");
+  if (!Exists(l3)) GTEST_SKIP() << "fixture missing: " << l3;
+  auto t = LoadTokenizer(l3);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ((*t)->bos_id(), 128000);
+  auto eos = (*t)->eos_ids();
+  EXPECT_NE(std::find(eos.begin(), eos.end(), 128009), eos.end());
+  EXPECT_TRUE((*t)->is_special(128009));
+  EXPECT_FALSE((*t)->is_special(9906));
+  EXPECT_EQ((*t)->Decode(std::vector<int32_t>{128000, 9906, 128009}, true), "Hello");
+  EXPECT_EQ((*t)->Decode(std::vector<int32_t>{128000, 9906, 128009}, false), "<|begin_of_text|>Hello<|eot_id|>");
+}
+
+// ---- Jinja interpreter ----
+std::string RenderStr(const std::string& tmpl, const nlohmann::json& msgs = nlohmann::json::array(),
+                      ChatTemplateOptions opt = {}) {
+  auto ct = ChatTemplate::Create(tmpl, {{"bos_token", "<s>"}, {"eos_token", "</s>"}});
+  if (!ct.ok()) return "PARSE ERROR: " + ct.status().message();
+  auto r = ct->Render(msgs, opt);
+  return r.ok() ? *r : "ERROR: " + r.status().message();
+}
+
+TEST(ChatTemplateJinja, Basics) {
+  EXPECT_EQ(RenderStr("{{ bos_token }}{% for m in messages %}[{{ loop.index }}:{{ m.role }}]{% endfor %}",
+                      nlohmann::json::parse(R"([{"role":"user"},{"role":"assistant"}])")),
+            "<s>[1:user][2:assistant]");
+  EXPECT_EQ(RenderStr("{% if 1 > 2 %}a{% elif 'x' in 'xyz' %}b{% else %}c{% endif %}"), "b");
+  EXPECT_EQ(RenderStr("{{ '  hi  ' | trim }}|{{ [1,2,3] | length }}|{{ 'a,b'.split(',') }}|{{ none }}|{{ true }}"),
+            "hi|3|['a', 'b']|None|True");
+  EXPECT_EQ(RenderStr("{{ {'a': [1, 'x', none]} | tojson }}|{{ {'a': 1} | tojson(indent=2) }}"),
+            "{\"a\": [1, \"x\", null]}|{\n  \"a\": 1\n}");
+  EXPECT_EQ(RenderStr("{% set ns = namespace(n=0) %}{% for i in range(5) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"),
+            "10");
+  EXPECT_EQ(RenderStr("{% for x in [1,2,3,4] if x % 2 == 0 %}{{ x }}{% if loop.last %}!{% endif %}{% endfor %}"), "24!");
+  EXPECT_EQ(RenderStr("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}"), "a=1;b=2;");
+  EXPECT_EQ(RenderStr("{{ [1,2,3,4][1:] }}{{ 'hello'[::-1] }}{{ [1,2,3][-1] }}"), "[2, 3, 4]olleh3");
+  EXPECT_EQ(RenderStr("{{ x is defined }}{{ x | default('d') }}{{ 'a' if false else 'b' }}"), "Falsedb");
+  EXPECT_EQ(RenderStr("{% for i in range(10) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}"), "012");
+  EXPECT_EQ(RenderStr("{{ strftime_now('%d %b %Y') }}", nlohmann::json::array(),
+                      ChatTemplateOptions{.now = 1795608000}),
+            "25 Nov 2026");
+}
+
+TEST(ChatTemplateJinja, Whitespace) {
+  // trim_blocks + lstrip_blocks, as HF configures Jinja.
+  EXPECT_EQ(RenderStr("{% if true %}\n    a\n{% endif %}\nb\n"), "    a\nb");
+  EXPECT_EQ(RenderStr("x  {%- if true -%}  y  {%- endif -%}  z"), "xyz");
+  EXPECT_EQ(RenderStr("a {# comment #}\nb"), "a b");
+  EXPECT_EQ(RenderStr("{% raw %}{{ not parsed }}{% endraw %}"), "{{ not parsed }}");
+}
+
+TEST(ChatTemplateJinja, ErrorsAndLimits) {
+  EXPECT_EQ(RenderStr("{{ raise_exception('Roles must alternate') }}"),
+            "ERROR: chat template raised an exception: Roles must alternate");
+  EXPECT_NE(RenderStr("{% for x in y %}").find("PARSE ERROR"), std::string::npos);
+  EXPECT_NE(RenderStr("{{ 'a' | nosuchfilter }}").find("unknown filter 'nosuchfilter'"), std::string::npos);
+  EXPECT_NE(RenderStr("{% macro m() %}{% endmacro %}").find("not supported"), std::string::npos);
+  EXPECT_NE(RenderStr("{{ 1 + 'a' }}").find("unsupported operand"), std::string::npos);
+  std::string deep(5000, '(');
+  EXPECT_NE(RenderStr("{{ " + deep + "1" + std::string(5000, ')') + " }}").find("too deeply"), std::string::npos);
+  ChatTemplateOptions small;
+  small.max_loop_iterations = 1000;
+  EXPECT_NE(RenderStr("{% for i in range(100000) %}{% endfor %}", nlohmann::json::array(), small).find("range"),
+            std::string::npos);
+  small.max_output_bytes = 100;
+  EXPECT_NE(RenderStr("{% for i in range(50) %}xxxxxxxxxx{% endfor %}", nlohmann::json::array(), small).find("output"),
+            std::string::npos);
+  // Garbage templates never crash.
+  std::mt19937 rng(7);
+  const std::string alphabet = "{}%#-+|.()[]'\"abc ifendfor set=~!<>,:0123456789\n";
+  for (int i = 0; i < 300; ++i) {
+    std::string t(rng() % 60, ' ');
+    for (char& c : t) c = alphabet[rng() % alphabet.size()];
+    (void)RenderStr(t);
+  }
+}
+
+}  // namespace
+}  // namespace kiln
