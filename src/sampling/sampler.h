@@ -20,7 +20,9 @@ float UniformDraw(uint64_t seed, uint64_t counter);  // in [0, 1)
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
-  // logits: [vocab], modified in place. prompt / generated: token history for penalties.
+  // logits: [vocab], modified in place: on return they hold the penalised logits with NaN
+  // replaced by -inf (before temperature). prompt / generated: token history for penalties;
+  // ids outside [0, vocab) are ignored. An empty vocab or all -inf/NaN logits give token 0.
   // step: index of this draw in the request (feeds UniformDraw).
   int32_t Sample(std::span<float> logits, std::span<const int32_t> prompt,
                  std::span<const int32_t> generated, uint64_t step) const;
