@@ -1,5 +1,6 @@
 // kiln tokenize / detokenize / chat-template: the tokenizer module from the command line.
 //   kiln tokenize --tokenizer PATH (--text TEXT | --file FILE) [--add-special] [--bench N]
+//   kiln tokenize --tokenizer PATH --jsonl FILE   (one JSON string per line -> one id array per line)
 //   kiln detokenize --tokenizer PATH --tokens 1,2,3 [--skip-special]
 //   kiln chat-template --tokenizer PATH --messages FILE.json [--no-generation-prompt] [--ids]
 #include <chrono>
@@ -30,7 +31,7 @@ std::string IdsJson(const std::vector<int32_t>& ids) {
 }
 
 struct TokenizeArgs {
-  std::string tokenizer, text, file;
+  std::string tokenizer, text, file, jsonl;
   bool add_special = false;
   int bench = 0;
 };
@@ -38,6 +39,18 @@ struct TokenizeArgs {
 // --bench N: encode the text N times on this thread and report the rate (bench/peers uses it).
 void Tokenize(const TokenizeArgs& a) {
   auto tok = ValueOrFail(LoadTokenizer(a.tokenizer));
+  if (!a.jsonl.empty()) {
+    std::istringstream lines(ReadFileOrFail(a.jsonl, "--jsonl"));
+    int n = 0;
+    for (std::string line; std::getline(lines, line);) {
+      ++n;
+      if (line.empty()) continue;
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      if (!j.is_string()) Fail("--jsonl: line " + std::to_string(n) + " is not a JSON string");
+      std::printf("%s\n", IdsJson(tok->Encode(j.get<std::string>(), a.add_special)).c_str());
+    }
+    return;
+  }
   if (!a.text.empty() && !a.file.empty()) Fail("give --text or --file, not both");
   const std::string text = a.file.empty() ? a.text : ReadFileOrFail(a.file, "--file");
   if (a.bench > 0) {
@@ -59,6 +72,7 @@ void SetupTokenize(CLI::App& app) {
   cmd->add_option("--tokenizer", args->tokenizer, "Tokenizer folder, engine dir or file")->required();
   cmd->add_option("--text", args->text, "Text to encode");
   cmd->add_option("--file", args->file, "Encode the contents of this file");
+  cmd->add_option("--jsonl", args->jsonl, "Encode each line (a JSON string) of this file; one id array per line");
   cmd->add_flag("--add-special", args->add_special, "Add BOS/EOS/template tokens as the tokenizer config asks");
   cmd->add_option("--bench", args->bench, "Encode N times and print the throughput instead of ids");
   cmd->callback([args] { Tokenize(*args); });

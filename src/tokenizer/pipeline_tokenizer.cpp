@@ -7,7 +7,26 @@
 namespace kiln::tok {
 namespace {
 
-bool IsAsciiSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+// Unicode White_Space (Rust's char::is_whitespace, which HF uses for lstrip/rstrip).
+bool IsWhite(uint32_t c) {
+  return c == ' ' || (c >= 0x09 && c <= 0x0D) || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
+         c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+// Byte length of the whitespace character starting at s[i] (0 if none).
+size_t WhiteAt(std::string_view s, size_t i) {
+  size_t j = i;
+  uint32_t cp = DecodeUtf8(s, j);
+  return IsWhite(cp) && !(cp == 0xFFFD && j == i + 1) ? j - i : 0;
+}
+// Byte length of the whitespace character ending at s[e-1] (0 if none).
+size_t WhiteBefore(std::string_view s, size_t e, size_t floor) {
+  for (size_t len = 1; len <= 3 && e >= floor + len; ++len) {
+    size_t i = e - len;
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) continue;
+    return WhiteAt(s, i) == len ? len : 0;
+  }
+  return 0;
+}
 bool IsWordByte(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
          (static_cast<unsigned char>(c) & 0x80);
@@ -53,9 +72,9 @@ std::vector<PipelineTokenizer::Segment> PipelineTokenizer::SplitAdded(std::strin
     }
     size_t b = i, e = i + hit->content.size();
     if (hit->lstrip)
-      while (b > plain_begin && IsAsciiSpace(text[b - 1])) --b;
+      for (size_t n; (n = WhiteBefore(text, b, plain_begin)) > 0;) b -= n;
     if (hit->rstrip)
-      while (e < text.size() && IsAsciiSpace(text[e])) ++e;
+      for (size_t n; e < text.size() && (n = WhiteAt(text, e)) > 0;) e += n;
     if (b > plain_begin) segs.push_back({plain_begin, b, -1});
     segs.push_back({b, e, hit->id});
     plain_begin = i = e;
