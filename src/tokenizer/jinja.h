@@ -19,6 +19,8 @@ inline Value Undefined() { return Value(Value::value_t::discarded); }
 inline bool IsUndefined(const Value& v) { return v.is_discarded(); }
 // namespace() objects carry this key so they can be told from dicts.
 inline constexpr const char* kNamespaceKey = "\x01namespace";
+// Macros are stored in scope as {kMacroKey: index}.
+inline constexpr const char* kMacroKey = "\x01macro";
 
 struct Limits {
   int max_depth = 64;                   // nested expressions / statements / calls
@@ -54,13 +56,15 @@ struct Expr {
 struct Stmt;
 using Body = std::vector<Stmt>;
 struct Stmt {
-  enum Kind { kText, kOutput, kIf, kFor, kSet, kBreak, kContinue, kBlock };
+  enum Kind { kText, kOutput, kIf, kFor, kSet, kBreak, kContinue, kBlock, kMacro };
   Kind kind;
   int line = 0;
   std::string text;                 // kText
   ExprPtr expr;                     // kOutput, kSet value, kFor iterable
   std::vector<std::pair<ExprPtr, Body>> branches;  // kIf (null condition = else)
-  std::vector<std::string> targets;  // kFor loop variables; kSet: [name] or [namespace, attribute]
+  std::vector<std::string> targets;  // kFor loop variables; kSet: [name] or [namespace, attribute];
+                                     // kMacro: [name, params...]
+  std::vector<ExprPtr> defaults;     // kMacro: default of each parameter (null: none)
   ExprPtr filter;                    // kFor "... if cond"
   Body body, else_body;              // kFor / kBlock
 };

@@ -1,5 +1,6 @@
 // Renders a parsed template: scopes (loop bodies get their own, like Jinja), namespace()
 // attribute assignment, loop controls, and the render limits.
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 
@@ -69,7 +70,16 @@ class Evaluator {
           if (take) return Exec(body);
         }
         return {};
+      case Stmt::kMacro:
+        macros_.push_back(&s);
+        scopes_.back()[s.targets[0]] = Value{{kMacroKey, static_cast<int64_t>(macros_.size() - 1)}};
+        return {};
       case Stmt::kSet: {
+        if (!s.expr) {  // block set: the rendered body is the value
+          KILN_ASSIGN_OR_RETURN(std::string text, Capture(s.body, s.line));
+          scopes_.back()[s.targets[0]] = std::move(text);
+          return {};
+        }
         KILN_ASSIGN_OR_RETURN(Value v, Eval(*s.expr));
         if (s.targets.size() == 1) {
           scopes_.back()[s.targets[0]] = std::move(v);
@@ -93,6 +103,51 @@ class Evaluator {
         return ExecFor(s);
     }
     return {};
+  }
+
+  // Renders a body into a string of its own (macro calls, block sets).
+  Expected<std::string> Capture(const Body& body, int line) {
+    if (++call_depth_ > opt_.limits.max_depth) {
+      --call_depth_;
+      return Err(line, "macro calls nested too deeply");
+    }
+    std::string saved;
+    saved.swap(out_);
+    Status st = Exec(body);
+    std::string text;
+    text.swap(out_);
+    out_.swap(saved);
+    --call_depth_;
+    if (!st.ok()) return st;
+    if (out_.size() + text.size() > opt_.limits.max_output_bytes) return Err(line, "output exceeds the limit");
+    return text;
+  }
+
+  Expected<Value> CallMacro(const Stmt& m, std::vector<Value> args, const KwArgs& kw, int line) {
+    Value scope = Value::object();
+    const size_t np = m.targets.size() - 1;
+    if (args.size() > np) return Err(line, "macro '" + m.targets[0] + "' takes " + std::to_string(np) + " arguments");
+    for (size_t k = 0; k < np; ++k) {
+      const std::string& p = m.targets[k + 1];
+      if (k < args.size()) {
+        scope[p] = std::move(args[k]);
+        continue;
+      }
+      auto it = std::find_if(kw.begin(), kw.end(), [&](const auto& x) { return x.first == p; });
+      if (it != kw.end()) {
+        scope[p] = it->second;
+      } else if (m.defaults[k]) {
+        KILN_ASSIGN_OR_RETURN(Value d, Eval(*m.defaults[k]));
+        scope[p] = std::move(d);
+      } else {
+        scope[p] = Undefined();
+      }
+    }
+    scopes_.push_back(std::move(scope));
+    auto text = Capture(m.body, line);
+    scopes_.pop_back();
+    if (!text.ok()) return text.status();
+    return Value(*text);
   }
 
   Status ExecFor(const Stmt& s) {
@@ -187,6 +242,10 @@ class Evaluator {
     }
     if (callee.kind != Expr::kName) return Err(e.line, "only functions and methods can be called");
     const std::string& n = callee.name;
+    if (const Value* m = Lookup(n); m && m->is_object() && m->contains(kMacroKey)) {
+      size_t idx = (*m)[kMacroKey].get<size_t>();
+      if (idx < macros_.size()) return CallMacro(*macros_[idx], std::move(args), kw, e.line);
+    }
     if (n == "raise_exception")
       return Status(ErrorCode::kInvalidArgument,
                     "chat template raised an exception: " + (args.empty() ? std::string() : PyStr(args[0])));
@@ -453,7 +512,8 @@ class Evaluator {
   std::vector<Value> scopes_;
   std::string out_;
   int64_t iterations_ = 0;
-  int depth_ = 0;
+  int depth_ = 0, call_depth_ = 0;
+  std::vector<const Stmt*> macros_;
   bool break_ = false, continue_ = false;
 };
 

@@ -135,7 +135,14 @@ class Parser {
         KILN_ASSIGN_OR_RETURN(std::string attr, ExpectName());
         s.targets.push_back(attr);
       }
-      if (!IsOp("=")) return Err("block {% set %} ... {% endset %} is not supported; use {% set x = ... %}");
+      if (IsOp("|")) return Err("filtered {% set %} blocks are not supported");
+      if (Peek().kind == Token::kBlockEnd && s.targets.size() == 1) {  // {% set x %}...{% endset %}
+        KILN_RETURN_IF_ERROR(EndTag());
+        KILN_ASSIGN_OR_RETURN(s.body, ParseBody({"endset"}, &stop));
+        KILN_RETURN_IF_ERROR(EndTag());
+        return s;
+      }
+      if (!IsOp("=")) return Err("expected '=' in {% set %}");
       ++p_;
       KILN_ASSIGN_OR_RETURN(s.expr, ParseExpr());
       KILN_RETURN_IF_ERROR(EndTag());
@@ -143,6 +150,29 @@ class Parser {
     }
     if (k == "break" || k == "continue") {
       s.kind = k == "break" ? Stmt::kBreak : Stmt::kContinue;
+      KILN_RETURN_IF_ERROR(EndTag());
+      return s;
+    }
+    if (k == "macro") {
+      s.kind = Stmt::kMacro;
+      KILN_ASSIGN_OR_RETURN(std::string name, ExpectName());
+      s.targets.push_back(name);
+      KILN_RETURN_IF_ERROR(ExpectOp("("));
+      while (!IsOp(")")) {
+        KILN_ASSIGN_OR_RETURN(std::string param, ExpectName());
+        s.targets.push_back(param);
+        ExprPtr dflt;
+        if (IsOp("=")) {
+          ++p_;
+          KILN_ASSIGN_OR_RETURN(dflt, ParseExpr());
+        }
+        s.defaults.push_back(std::move(dflt));
+        if (IsOp(",")) ++p_;
+        else if (!IsOp(")")) return Err("expected ',' or ')' in macro parameters");
+      }
+      ++p_;
+      KILN_RETURN_IF_ERROR(EndTag());
+      KILN_ASSIGN_OR_RETURN(s.body, ParseBody({"endmacro"}, &stop));
       KILN_RETURN_IF_ERROR(EndTag());
       return s;
     }

@@ -217,6 +217,10 @@ TEST(ChatTemplateJinja, Basics) {
   EXPECT_EQ(RenderStr("{{ [1,2,3,4][1:] }}{{ 'hello'[::-1] }}{{ [1,2,3][-1] }}"), "[2, 3, 4]olleh3");
   EXPECT_EQ(RenderStr("{{ x is defined }}{{ x | default('d') }}{{ 'a' if false else 'b' }}"), "Falsedb");
   EXPECT_EQ(RenderStr("{% for i in range(10) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}"), "012");
+  EXPECT_EQ(RenderStr("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}"
+                      "{{ greet('Bob') }}{{ greet('Al', punct='?') }}"),
+            "Hi Bob!Hi Al?");
+  EXPECT_EQ(RenderStr("{% set x %}a{{ 1 + 1 }}b{% endset %}[{{ x }}]"), "[a2b]");
   EXPECT_EQ(RenderStr("{{ strftime_now('%d %b %Y') }}", nlohmann::json::array(),
                       ChatTemplateOptions{.now = 1795608000}),
             "25 Nov 2026");
@@ -235,7 +239,8 @@ TEST(ChatTemplateJinja, ErrorsAndLimits) {
             "ERROR: chat template raised an exception: Roles must alternate");
   EXPECT_NE(RenderStr("{% for x in y %}").find("PARSE ERROR"), std::string::npos);
   EXPECT_NE(RenderStr("{{ 'a' | nosuchfilter }}").find("unknown filter 'nosuchfilter'"), std::string::npos);
-  EXPECT_NE(RenderStr("{% macro m() %}{% endmacro %}").find("not supported"), std::string::npos);
+  EXPECT_NE(RenderStr("{% call m() %}{% endcall %}").find("not supported"), std::string::npos);
+  EXPECT_NE(RenderStr("{% macro r(n) %}{{ r(n) }}{% endmacro %}{{ r(1) }}").find("too deeply"), std::string::npos);
   EXPECT_NE(RenderStr("{{ 1 + 'a' }}").find("unsupported operand"), std::string::npos);
   std::string deep(5000, '(');
   EXPECT_NE(RenderStr("{{ " + deep + "1" + std::string(5000, ')') + " }}").find("too deeply"), std::string::npos);
