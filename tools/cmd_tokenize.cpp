@@ -2,6 +2,7 @@
 //   kiln tokenize --tokenizer PATH (--text TEXT | --file FILE) [--add-special] [--bench N]
 //   kiln tokenize --tokenizer PATH --jsonl FILE   (one JSON string per line -> one id array per line)
 //   kiln detokenize --tokenizer PATH --tokens 1,2,3 [--skip-special]
+//   kiln detokenize --tokenizer PATH --jsonl FILE  (one id array per line -> one JSON string per line)
 //   kiln chat-template --tokenizer PATH --messages FILE.json [--no-generation-prompt] [--ids]
 #include <chrono>
 #include <cstdio>
@@ -79,7 +80,7 @@ void SetupTokenize(CLI::App& app) {
 }
 
 struct DetokenizeArgs {
-  std::string tokenizer, tokens;
+  std::string tokenizer, tokens, jsonl;
   bool skip_special = false;
 };
 
@@ -87,10 +88,28 @@ void SetupDetokenize(CLI::App& app) {
   auto args = std::make_shared<DetokenizeArgs>();
   auto* cmd = app.add_subcommand("detokenize", "Decode token ids to text");
   cmd->add_option("--tokenizer", args->tokenizer, "Tokenizer folder, engine dir or file")->required();
-  cmd->add_option("--tokens", args->tokens, "Comma-separated token ids")->required();
+  cmd->add_option("--tokens", args->tokens, "Comma-separated token ids");
+  cmd->add_option("--jsonl", args->jsonl, "Decode each line (a JSON array of ids); print one JSON string per line");
   cmd->add_flag("--skip-special", args->skip_special, "Drop special tokens");
   cmd->callback([args] {
     auto tok = ValueOrFail(LoadTokenizer(args->tokenizer));
+    if (!args->jsonl.empty()) {
+      std::istringstream lines(ReadFileOrFail(args->jsonl, "--jsonl"));
+      int n = 0;
+      for (std::string line; std::getline(lines, line);) {
+        ++n;
+        auto j = nlohmann::json::parse(line, nullptr, false);
+        if (!j.is_array()) Fail("--jsonl: line " + std::to_string(n) + " is not a JSON array of ids");
+        std::vector<int32_t> ids;
+        for (const auto& x : j) {
+          if (!x.is_number_integer()) Fail("--jsonl: line " + std::to_string(n) + " holds a non-integer id");
+          ids.push_back(x.get<int32_t>());
+        }
+        std::printf("%s\n", nlohmann::json(tok->Decode(ids, args->skip_special)).dump().c_str());
+      }
+      return;
+    }
+    if (args->tokens.empty()) Fail("give --tokens or --jsonl");
     auto ids = ParseTokenList(args->tokens, "--tokens");
     for (int32_t id : ids)
       if (id >= tok->vocab_size())
