@@ -25,14 +25,14 @@ struct BlockInfo {
 
 // ggml's type traits (block size in elements, bytes per block), for size validation only.
 constexpr BlockInfo kBlockInfo[] = {
-    {0, "F32", 1, 4},          {1, "F16", 1, 2},          {2, "Q4_0", 32, 18},       {3, "Q4_1", 32, 20},
-    {6, "Q5_0", 32, 22},       {7, "Q5_1", 32, 24},       {8, "Q8_0", 32, 34},       {9, "Q8_1", 32, 36},
-    {10, "Q2_K", 256, 84},     {11, "Q3_K", 256, 110},    {12, "Q4_K", 256, 144},    {13, "Q5_K", 256, 176},
-    {14, "Q6_K", 256, 210},    {15, "Q8_K", 256, 292},    {16, "IQ2_XXS", 256, 66},  {17, "IQ2_XS", 256, 74},
-    {18, "IQ3_XXS", 256, 98},  {19, "IQ1_S", 256, 50},    {20, "IQ4_NL", 32, 18},    {21, "IQ3_S", 256, 110},
-    {22, "IQ2_S", 256, 82},    {23, "IQ4_XS", 256, 136},  {24, "I8", 1, 1},          {25, "I16", 1, 2},
-    {26, "I32", 1, 4},         {27, "I64", 1, 8},         {28, "F64", 1, 8},         {29, "IQ1_M", 256, 56},
-    {30, "BF16", 1, 2},        {34, "TQ1_0", 256, 54},    {35, "TQ2_0", 256, 66},    {39, "MXFP4", 32, 17},
+    {0, "F32", 1, 4},         {1, "F16", 1, 2},         {2, "Q4_0", 32, 18},      {3, "Q4_1", 32, 20},
+    {6, "Q5_0", 32, 22},      {7, "Q5_1", 32, 24},      {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 36},
+    {10, "Q2_K", 256, 84},    {11, "Q3_K", 256, 110},   {12, "Q4_K", 256, 144},   {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292},   {16, "IQ2_XXS", 256, 66}, {17, "IQ2_XS", 256, 74},
+    {18, "IQ3_XXS", 256, 98}, {19, "IQ1_S", 256, 50},   {20, "IQ4_NL", 32, 18},   {21, "IQ3_S", 256, 110},
+    {22, "IQ2_S", 256, 82},   {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},         {25, "I16", 1, 2},
+    {26, "I32", 1, 4},        {27, "I64", 1, 8},        {28, "F64", 1, 8},        {29, "IQ1_M", 256, 56},
+    {30, "BF16", 1, 2},       {34, "TQ1_0", 256, 54},   {35, "TQ2_0", 256, 66},   {39, "MXFP4", 32, 17},
 };
 
 const BlockInfo* FindBlockInfo(uint32_t type) {
@@ -96,7 +96,7 @@ double F32ToJsonDouble(float f) {
 }
 
 std::string TypeName(uint32_t t) {
-  static const char* kNames[] = {"u8",  "i8",   "u16",    "i16",   "u32", "i32",   "f32",
+  static const char* kNames[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
                                  "bool", "string", "array", "u64", "i64", "f64"};
   return t < 13 ? kNames[t] : "type " + std::to_string(t);
 }
@@ -104,7 +104,8 @@ std::string TypeName(uint32_t t) {
 // Bounds-checked little-endian cursor over the file image. Errors name the byte offset.
 class Cursor {
  public:
-  Cursor(const uint8_t* data, size_t size, std::string where) : d_(data), n_(size), where_(std::move(where)) {}
+  Cursor(const uint8_t* data, size_t size, std::string where)
+      : d_(data), n_(size), where_(std::move(where)) {}
   size_t pos() const { return pos_; }
   size_t remaining() const { return n_ - pos_; }
   Status Fail(const std::string& what) const {
@@ -143,12 +144,23 @@ class Cursor {
 // Smallest encoded size of one value of type t (bounds counts before anything is allocated).
 uint64_t MinValueBytes(uint32_t t) {
   switch (static_cast<GgufValueType>(t)) {
-    case GgufValueType::kU8: case GgufValueType::kI8: case GgufValueType::kBool: return 1;
-    case GgufValueType::kU16: case GgufValueType::kI16: return 2;
-    case GgufValueType::kU32: case GgufValueType::kI32: case GgufValueType::kF32: return 4;
-    case GgufValueType::kString: return 8;
-    case GgufValueType::kArray: return 12;
-    default: return 8;
+    case GgufValueType::kU8:
+    case GgufValueType::kI8:
+    case GgufValueType::kBool:
+      return 1;
+    case GgufValueType::kU16:
+    case GgufValueType::kI16:
+      return 2;
+    case GgufValueType::kU32:
+    case GgufValueType::kI32:
+    case GgufValueType::kF32:
+      return 4;
+    case GgufValueType::kString:
+      return 8;
+    case GgufValueType::kArray:
+      return 12;
+    default:
+      return 8;
   }
 }
 
@@ -167,16 +179,26 @@ Status ReadScalar(Cursor& c, json* out, const std::string& field) {
 Status ReadValue(Cursor& c, uint32_t type, json* out, const std::string& field, int depth,
                  uint32_t* array_elem_type) {
   switch (static_cast<GgufValueType>(type)) {
-    case GgufValueType::kU8: return ReadScalar<uint8_t>(c, out, field);
-    case GgufValueType::kI8: return ReadScalar<int8_t>(c, out, field);
-    case GgufValueType::kU16: return ReadScalar<uint16_t>(c, out, field);
-    case GgufValueType::kI16: return ReadScalar<int16_t>(c, out, field);
-    case GgufValueType::kU32: return ReadScalar<uint32_t>(c, out, field);
-    case GgufValueType::kI32: return ReadScalar<int32_t>(c, out, field);
-    case GgufValueType::kF32: return ReadScalar<float>(c, out, field);
-    case GgufValueType::kU64: return ReadScalar<uint64_t>(c, out, field);
-    case GgufValueType::kI64: return ReadScalar<int64_t>(c, out, field);
-    case GgufValueType::kF64: return ReadScalar<double>(c, out, field);
+    case GgufValueType::kU8:
+      return ReadScalar<uint8_t>(c, out, field);
+    case GgufValueType::kI8:
+      return ReadScalar<int8_t>(c, out, field);
+    case GgufValueType::kU16:
+      return ReadScalar<uint16_t>(c, out, field);
+    case GgufValueType::kI16:
+      return ReadScalar<int16_t>(c, out, field);
+    case GgufValueType::kU32:
+      return ReadScalar<uint32_t>(c, out, field);
+    case GgufValueType::kI32:
+      return ReadScalar<int32_t>(c, out, field);
+    case GgufValueType::kF32:
+      return ReadScalar<float>(c, out, field);
+    case GgufValueType::kU64:
+      return ReadScalar<uint64_t>(c, out, field);
+    case GgufValueType::kI64:
+      return ReadScalar<int64_t>(c, out, field);
+    case GgufValueType::kF64:
+      return ReadScalar<double>(c, out, field);
     case GgufValueType::kBool: {
       uint8_t b = 0;
       KILN_RETURN_IF_ERROR(c.Read(&b, field));
@@ -191,7 +213,8 @@ Status ReadValue(Cursor& c, uint32_t type, json* out, const std::string& field, 
       return Status::Ok();
     }
     case GgufValueType::kArray: {
-      if (depth >= kMaxArrayDepth) return c.Fail(field + ": arrays nested deeper than " + std::to_string(kMaxArrayDepth));
+      if (depth >= kMaxArrayDepth)
+        return c.Fail(field + ": arrays nested deeper than " + std::to_string(kMaxArrayDepth));
       uint32_t et = 0;
       uint64_t count = 0;
       KILN_RETURN_IF_ERROR(c.Read(&et, field, " array element type"));
@@ -252,7 +275,8 @@ Expected<GgufFile> ParseGguf(const uint8_t* data, size_t size, const std::string
   if (magic != kGgufMagic) return c.Fail("bad magic (not a GGUF file)");
   KILN_RETURN_IF_ERROR(c.Read(&version, "version"));
   if (version != 2 && version != 3)
-    return Unsupported(where + ": GGUF version " + std::to_string(version) + " (kiln reads versions 2 and 3)");
+    return Unsupported(where + ": GGUF version " + std::to_string(version) +
+                       " (kiln reads versions 2 and 3)");
   uint64_t n_tensors = 0, n_kv = 0;
   KILN_RETURN_IF_ERROR(c.Read(&n_tensors, "tensor_count"));
   KILN_RETURN_IF_ERROR(c.Read(&n_kv, "metadata_kv_count"));
@@ -278,15 +302,17 @@ Expected<GgufFile> ParseGguf(const uint8_t* data, size_t size, const std::string
     uint32_t et = 0;
     KILN_RETURN_IF_ERROR(ReadValue(c, type, &v, "metadata key '" + key + "'", 0, &et));
     out.types_[key] = static_cast<GgufValueType>(type);
-    if (type == static_cast<uint32_t>(GgufValueType::kArray)) out.array_types_[key] = static_cast<GgufValueType>(et);
+    if (type == static_cast<uint32_t>(GgufValueType::kArray))
+      out.array_types_[key] = static_cast<GgufValueType>(et);
     out.metadata_[key] = std::move(v);
   }
 
   if (out.metadata_.contains("general.alignment")) {
     const json& a = out.metadata_["general.alignment"];
     if (!a.is_number_integer()) return Corrupt(where + ": general.alignment is not an integer");
-    const int64_t av = a.is_number_unsigned() ? static_cast<int64_t>(std::min<uint64_t>(a.get<uint64_t>(), 1ull << 62))
-                                              : a.get<int64_t>();
+    const int64_t av = a.is_number_unsigned()
+                           ? static_cast<int64_t>(std::min<uint64_t>(a.get<uint64_t>(), 1ull << 62))
+                           : a.get<int64_t>();
     if (av <= 0 || (av & (av - 1)) != 0 || av > (1 << 30))
       return Corrupt(where + ": general.alignment " + a.dump() + " is not a power of two");
     out.alignment_ = static_cast<uint64_t>(av);
@@ -301,12 +327,14 @@ Expected<GgufFile> ParseGguf(const uint8_t* data, size_t size, const std::string
     uint32_t n_dims = 0;
     KILN_RETURN_IF_ERROR(c.Read(&n_dims, tf + " n_dims"));
     if (n_dims > kMaxDims)
-      return c.Fail(tf + " has " + std::to_string(n_dims) + " dims (GGUF allows at most " + std::to_string(kMaxDims) + ")");
+      return c.Fail(tf + " has " + std::to_string(n_dims) + " dims (GGUF allows at most " +
+                    std::to_string(kMaxDims) + ")");
     uint64_t numel = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       uint64_t ne = 0;
       KILN_RETURN_IF_ERROR(c.Read(&ne, tf + " ne[" + std::to_string(d) + "]"));
-      if (ne > (1ull << 62)) return c.Fail(tf + " ne[" + std::to_string(d) + "] = " + std::to_string(ne) + " is absurd");
+      if (ne > (1ull << 62))
+        return c.Fail(tf + " ne[" + std::to_string(d) + "] = " + std::to_string(ne) + " is absurd");
       if (ne != 0 && numel > (1ull << 62) / ne) return c.Fail(tf + " element count overflows");
       numel *= ne;
       t.dims.push_back(ne);
@@ -323,8 +351,8 @@ Expected<GgufFile> ParseGguf(const uint8_t* data, size_t size, const std::string
     if (numel / be > (1ull << 62) / bb) return Corrupt(where + ": " + tf + " byte size overflows");
     t.nbytes = numel / be * bb;
     if (t.offset % out.alignment_ != 0)
-      return Corrupt(where + ": " + tf + " offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
-                     std::to_string(out.alignment_));
+      return Corrupt(where + ": " + tf + " offset " + std::to_string(t.offset) +
+                     " is not a multiple of the alignment " + std::to_string(out.alignment_));
     out.index_[t.name] = out.tensors_.size();
     out.tensors_.push_back(std::move(t));
   }
@@ -345,9 +373,10 @@ Expected<GgufFile> ParseGguf(const uint8_t* data, size_t size, const std::string
   out.data_size_ = size - data_start;
   for (auto& t : out.tensors_) {
     if (t.offset > out.data_size_ || t.nbytes > out.data_size_ - t.offset)
-      return Corrupt(where + ": tensor '" + t.name + "' (" + GgmlTypeName(t.type) + ", " + std::to_string(t.nbytes) +
-                     " bytes at data offset " + std::to_string(t.offset) + ") runs past the end of the file (data section is " +
-                     std::to_string(out.data_size_) + " bytes): truncated?");
+      return Corrupt(where + ": tensor '" + t.name + "' (" + GgmlTypeName(t.type) + ", " +
+                     std::to_string(t.nbytes) + " bytes at data offset " + std::to_string(t.offset) +
+                     ") runs past the end of the file (data section is " + std::to_string(out.data_size_) +
+                     " bytes): truncated?");
     t.data = out.data_ + t.offset;
   }
   std::vector<const GgufTensorInfo*> sorted;

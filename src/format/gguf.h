@@ -18,16 +18,44 @@ namespace kiln {
 
 // GGUF metadata value types (gguf_type in ggml).
 enum class GgufValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 // ggml tensor types that kiln names (the rest are still size-checked when ggml's block size is
 // known; an unknown type is rejected as Unsupported).
 enum class GgmlType : uint32_t {
-  kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8, kQ8_1 = 9,
-  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kQ8_K = 15,
-  kI8 = 24, kI16 = 25, kI32 = 26, kI64 = 27, kF64 = 28, kBF16 = 30,
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kQ8_1 = 9,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kQ8_K = 15,
+  kI8 = 24,
+  kI16 = 25,
+  kI32 = 26,
+  kI64 = 27,
+  kF64 = 28,
+  kBF16 = 30,
 };
 
 // "F32", "Q4_K", ... or "type 123" for a type kiln does not know.
@@ -36,10 +64,10 @@ std::string GgmlTypeName(uint32_t type);
 bool GgmlBlockInfo(uint32_t type, uint64_t* block_elems, uint64_t* block_bytes);
 
 struct GgufTensorInfo {
-  std::string name;             // GGUF name, e.g. "blk.0.attn_q.weight"
-  uint32_t type = 0;            // GgmlType value
-  std::vector<uint64_t> dims;   // ne[0..n): ne[0] is the fastest-varying (innermost) dim
-  uint64_t offset = 0;          // relative to the start of the data section
+  std::string name;               // GGUF name, e.g. "blk.0.attn_q.weight"
+  uint32_t type = 0;              // GgmlType value
+  std::vector<uint64_t> dims;     // ne[0..n): ne[0] is the fastest-varying (innermost) dim
+  uint64_t offset = 0;            // relative to the start of the data section
   const uint8_t* data = nullptr;  // into the mapping / parsed buffer
   size_t nbytes = 0;
   uint64_t numel() const {

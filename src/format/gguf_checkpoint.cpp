@@ -17,10 +17,14 @@ namespace {
 
 // GGUF block tensor name (without ".weight"/".bias") -> HF name in model.layers.N.
 const std::pair<const char*, const char*> kBlockNames[] = {
-    {"attn_q", "self_attn.q_proj"},       {"attn_k", "self_attn.k_proj"},
-    {"attn_v", "self_attn.v_proj"},       {"attn_output", "self_attn.o_proj"},
-    {"attn_norm", "input_layernorm"},     {"ffn_gate", "mlp.gate_proj"},
-    {"ffn_up", "mlp.up_proj"},            {"ffn_down", "mlp.down_proj"},
+    {"attn_q", "self_attn.q_proj"},
+    {"attn_k", "self_attn.k_proj"},
+    {"attn_v", "self_attn.v_proj"},
+    {"attn_output", "self_attn.o_proj"},
+    {"attn_norm", "input_layernorm"},
+    {"ffn_gate", "mlp.gate_proj"},
+    {"ffn_up", "mlp.up_proj"},
+    {"ffn_down", "mlp.down_proj"},
     {"ffn_norm", "post_attention_layernorm"},
 };
 
@@ -30,7 +34,8 @@ Expected<std::optional<int64_t>> GetInt(const json& md, const std::string& key, 
   if (!md.contains(key)) return std::optional<int64_t>();
   const json& v = md[key];
   if (v.is_number_unsigned()) {
-    if (v.get<uint64_t>() > (1ull << 62)) return Corrupt(where + ": metadata " + key + " = " + v.dump() + " is absurd");
+    if (v.get<uint64_t>() > (1ull << 62))
+      return Corrupt(where + ": metadata " + key + " = " + v.dump() + " is absurd");
     return std::optional<int64_t>(static_cast<int64_t>(v.get<uint64_t>()));
   }
   if (v.is_number_integer() && v.get<int64_t>() >= 0) return std::optional<int64_t>(v.get<int64_t>());
@@ -89,14 +94,17 @@ Expected<Checkpoint> GgufToCheckpoint(const GgufFile& gf) {
   const int64_t head_dim = key_len_opt.value_or(hidden / n_heads);
   if (head_dim <= 0 || head_dim % 2 != 0 || head_dim > (1 << 20))
     return Corrupt(where + ": head dim " + std::to_string(head_dim) + " must be positive and even");
-  if (n_layers > (1 << 20)) return Corrupt(where + ": block_count " + std::to_string(n_layers) + " is absurd");
+  if (n_layers > (1 << 20))
+    return Corrupt(where + ": block_count " + std::to_string(n_layers) + " is absurd");
   if (rope_dim_opt && *rope_dim_opt != head_dim)
     return Unsupported(where + ": " + a + "rope.dimension_count " + std::to_string(*rope_dim_opt) +
                        " differs from the head dim " + std::to_string(head_dim) + " (partial rotary)");
   if (md.contains(a + "rope.scaling.type") && md[a + "rope.scaling.type"] != "none")
-    return Unsupported(where + ": rope scaling '" + md[a + "rope.scaling.type"].dump() + "' is not supported for GGUF");
+    return Unsupported(where + ": rope scaling '" + md[a + "rope.scaling.type"].dump() +
+                       "' is not supported for GGUF");
   if (gf.Find("rope_freqs.weight"))
-    return Unsupported(where + ": tensor rope_freqs.weight (llama3-style rope scaling) is not supported for GGUF");
+    return Unsupported(where +
+                       ": tensor rope_freqs.weight (llama3-style rope scaling) is not supported for GGUF");
 
   // Map every tensor; anything unknown is an error rather than silently dropped.
   Checkpoint ck;
@@ -122,17 +130,25 @@ Expected<Checkpoint> GgufToCheckpoint(const GgufFile& gf) {
       if (idx.size() > 7 || std::stoll(idx) >= n_layers)
         return Corrupt(tw + " has block index " + idx + " but block_count is " + std::to_string(n_layers));
       for (const auto& [g, h] : kBlockNames)
-        if (m[2].str() == g) hf = "model.layers." + std::to_string(std::stoll(idx)) + "." + h + "." + m[3].str();
+        if (m[2].str() == g)
+          hf = "model.layers." + std::to_string(std::stoll(idx)) + "." + h + "." + m[3].str();
       if (m[2].str() == "attn_q") kind = 1;
       if (m[2].str() == "attn_k") kind = 2;
-      if (m[3].str() == "bias" && (kind || m[2].str() == "attn_v" || m[2].str() == "attn_output")) attention_bias = true;
+      if (m[3].str() == "bias" && (kind || m[2].str() == "attn_v" || m[2].str() == "attn_output"))
+        attention_bias = true;
     }
     if (hf.empty()) return Unsupported(tw + " has no HF llama equivalent");
     DType dt;
     switch (static_cast<GgmlType>(t.type)) {
-      case GgmlType::kF32: dt = DType::kF32; break;
-      case GgmlType::kF16: dt = DType::kF16; break;
-      case GgmlType::kBF16: dt = DType::kBF16; break;
+      case GgmlType::kF32:
+        dt = DType::kF32;
+        break;
+      case GgmlType::kF16:
+        dt = DType::kF16;
+        break;
+      case GgmlType::kBF16:
+        dt = DType::kBF16;
+        break;
       default:
         return Unsupported(tw + " has type " + GgmlTypeName(t.type) +
                            "; kiln reads unquantized GGUF (F32, F16, BF16) only");
@@ -148,8 +164,8 @@ Expected<Checkpoint> GgufToCheckpoint(const GgufFile& gf) {
       const int64_t heads = kind == 1 ? n_heads : n_kv;
       const int64_t rows = st.shape.empty() ? 1 : st.shape[0];
       if (rows != heads * head_dim)
-        return Corrupt(tw + " has " + std::to_string(rows) + " rows, expected " + std::to_string(heads) + " heads x " +
-                       std::to_string(head_dim));
+        return Corrupt(tw + " has " + std::to_string(rows) + " rows, expected " + std::to_string(heads) +
+                       " heads x " + std::to_string(head_dim));
       const size_t row_bytes = st.nbytes / static_cast<size_t>(rows);
       auto buf = std::make_shared<std::vector<uint8_t>>(st.nbytes);  // [rows, in] like the source
       UnpermuteRotaryRows(t.data, buf->data(), heads, head_dim, row_bytes);
@@ -223,7 +239,9 @@ Expected<Checkpoint> GgufToCheckpoint(const GgufFile& gf) {
       {"tie_word_embeddings", tied},
       {"bos_token_id", id_or("tokenizer.ggml.bos_token_id", 1)},
       {"eos_token_id", id_or("tokenizer.ggml.eos_token_id", 2)},
-      {"torch_dtype", common == DType::kF32 ? "float32" : common == DType::kF16 ? "float16" : "bfloat16"},
+      {"torch_dtype", common == DType::kF32   ? "float32"
+                      : common == DType::kF16 ? "float16"
+                                              : "bfloat16"},
   };
   ck.gguf_metadata = md;
   return ck;

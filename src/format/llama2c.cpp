@@ -37,7 +37,8 @@ struct Span {
 
 }  // namespace
 
-void UnpermuteRotaryRows(const uint8_t* src, uint8_t* dst, int64_t n_heads, int64_t head_dim, size_t row_bytes) {
+void UnpermuteRotaryRows(const uint8_t* src, uint8_t* dst, int64_t n_heads, int64_t head_dim,
+                         size_t row_bytes) {
   const int64_t half = head_dim / 2;
   for (int64_t h = 0; h < n_heads; ++h) {
     const uint8_t* s = src + static_cast<size_t>(h * head_dim) * row_bytes;  // [head_dim, row]
@@ -60,7 +61,8 @@ Expected<Checkpoint> ParseLlama2c(const uint8_t* data, size_t size, const std::s
   int32_t fields[7];
   if (magic == kV1Magic) {
     if (size < kV1HeaderBytes)
-      return Corrupt(where + ": v1 file is " + std::to_string(size) + " bytes, too short for the 256-byte header");
+      return Corrupt(where + ": v1 file is " + std::to_string(size) +
+                     " bytes, too short for the 256-byte header");
     int32_t version = 0;
     std::memcpy(&version, data + 4, 4);
     if (version != 1)
@@ -68,7 +70,8 @@ Expected<Checkpoint> ParseLlama2c(const uint8_t* data, size_t size, const std::s
                          " (kiln reads the fp32 legacy and version 1 exports)");
     std::memcpy(fields, data + 8, sizeof(fields));
     const uint8_t shared = data[8 + sizeof(fields)];
-    if (shared > 1) return Corrupt(where + ": header shared_classifier is " + std::to_string(shared) + ", not 0 or 1");
+    if (shared > 1)
+      return Corrupt(where + ": header shared_classifier is " + std::to_string(shared) + ", not 0 or 1");
     h.shared_classifier = shared == 1;
     h.version = 1;
     header_bytes = kV1HeaderBytes;
@@ -93,40 +96,62 @@ Expected<Checkpoint> ParseLlama2c(const uint8_t* data, size_t size, const std::s
   if (h.n_kv_heads <= 0) return bad("n_kv_heads", h.n_kv_heads, "must be positive");
   if (h.vocab_size <= 0) return bad("vocab_size", h.vocab_size, "must be non-zero");
   if (h.seq_len <= 0) return bad("seq_len", h.seq_len, "must be positive");
-  if (h.dim % h.n_heads != 0) return bad("n_heads", h.n_heads, "does not divide dim " + std::to_string(h.dim));
+  if (h.dim % h.n_heads != 0)
+    return bad("n_heads", h.n_heads, "does not divide dim " + std::to_string(h.dim));
   if (h.n_heads % h.n_kv_heads != 0)
     return bad("n_kv_heads", h.n_kv_heads, "does not divide n_heads " + std::to_string(h.n_heads));
   const int64_t head_dim = h.dim / h.n_heads;
-  if (head_dim % 2 != 0) return bad("dim / n_heads", head_dim, "(head_dim) must be even for rotary embeddings");
+  if (head_dim % 2 != 0)
+    return bad("dim / n_heads", head_dim, "(head_dim) must be even for rotary embeddings");
 
   // Per-layer element counts; all products are checked against overflow.
   const uint64_t dim = h.dim, hidden = h.hidden_dim, L = h.n_layers, vocab = h.vocab_size;
   const uint64_t q_rows = dim, kv_rows = static_cast<uint64_t>(h.n_kv_heads) * head_dim;
   uint64_t embed = 0, wq = 0, wkv = 0, wo = 0, w13 = 0, freq = 0;
-  bool ok = Mul(vocab, dim, &embed) && Mul(q_rows, dim, &wq) && Mul(kv_rows, dim, &wkv) && Mul(dim, q_rows, &wo) &&
-            Mul(hidden, dim, &w13) && Mul(static_cast<uint64_t>(h.seq_len), head_dim, &freq);
+  bool ok = Mul(vocab, dim, &embed) && Mul(q_rows, dim, &wq) && Mul(kv_rows, dim, &wkv) &&
+            Mul(dim, q_rows, &wo) && Mul(hidden, dim, &w13) &&
+            Mul(static_cast<uint64_t>(h.seq_len), head_dim, &freq);
   uint64_t Lwq = 0, Lwkv = 0, Lwo = 0, Lw13 = 0, Lnorm = 0;
-  ok = ok && Mul(L, wq, &Lwq) && Mul(L, wkv, &Lwkv) && Mul(L, wo, &Lwo) && Mul(L, w13, &Lw13) && Mul(L, dim, &Lnorm);
-  if (!ok) return Corrupt(where + ": header sizes overflow (dim " + std::to_string(h.dim) + ", hidden_dim " +
-                          std::to_string(h.hidden_dim) + ", n_layers " + std::to_string(h.n_layers) + ")");
+  ok = ok && Mul(L, wq, &Lwq) && Mul(L, wkv, &Lwkv) && Mul(L, wo, &Lwo) && Mul(L, w13, &Lw13) &&
+       Mul(L, dim, &Lnorm);
+  if (!ok)
+    return Corrupt(where + ": header sizes overflow (dim " + std::to_string(h.dim) + ", hidden_dim " +
+                   std::to_string(h.hidden_dim) + ", n_layers " + std::to_string(h.n_layers) + ")");
 
   // The weight arrays in file order, in elements (all layers of one kind are contiguous).
   std::vector<std::pair<const char*, uint64_t>> order;
   if (h.version == 0) {
-    order = {{"token_embedding_table", embed}, {"rms_att_weight", Lnorm}, {"wq", Lwq},     {"wk", Lwkv},
-             {"wv", Lwkv},                     {"wo", Lwo},              {"rms_ffn_weight", Lnorm},
-             {"w1", Lw13},                     {"w2", Lw13},             {"w3", Lw13},
-             {"rms_final_weight", dim},        {"freq_cis", freq}};  // freq_cis: real + imag, skipped
+    order = {{"token_embedding_table", embed},
+             {"rms_att_weight", Lnorm},
+             {"wq", Lwq},
+             {"wk", Lwkv},
+             {"wv", Lwkv},
+             {"wo", Lwo},
+             {"rms_ffn_weight", Lnorm},
+             {"w1", Lw13},
+             {"w2", Lw13},
+             {"w3", Lw13},
+             {"rms_final_weight", dim},
+             {"freq_cis", freq}};  // freq_cis: real + imag, skipped
   } else {
-    order = {{"rms_att_weight", Lnorm}, {"rms_ffn_weight", Lnorm}, {"rms_final_weight", dim},
-             {"token_embedding_table", embed}, {"wq", Lwq}, {"wk", Lwkv}, {"wv", Lwkv}, {"wo", Lwo},
-             {"w1", Lw13}, {"w2", Lw13}, {"w3", Lw13}};
+    order = {{"rms_att_weight", Lnorm},
+             {"rms_ffn_weight", Lnorm},
+             {"rms_final_weight", dim},
+             {"token_embedding_table", embed},
+             {"wq", Lwq},
+             {"wk", Lwkv},
+             {"wv", Lwkv},
+             {"wo", Lwo},
+             {"w1", Lw13},
+             {"w2", Lw13},
+             {"w3", Lw13}};
   }
   if (!h.shared_classifier) order.push_back({"wcls", embed});
   std::vector<Span> spans;
   uint64_t off = header_bytes;
   for (const auto& [name, elems] : order) {
-    if (elems > kLimit / 4 || off > kLimit) return Corrupt(where + ": header sizes overflow at '" + std::string(name) + "'");
+    if (elems > kLimit / 4 || off > kLimit)
+      return Corrupt(where + ": header sizes overflow at '" + std::string(name) + "'");
     spans.push_back({name, off, elems * 4});
     off += elems * 4;
   }
@@ -138,13 +163,14 @@ Expected<Checkpoint> ParseLlama2c(const uint8_t* data, size_t size, const std::s
         at = ", ending inside '" + std::string(s.name) + "'";
         break;
       }
-    return Corrupt(where + ": expected exactly " + std::to_string(off) + " bytes for a " +
-                   (h.version ? "v1" : "legacy") + " export with dim " + std::to_string(h.dim) + ", hidden_dim " +
-                   std::to_string(h.hidden_dim) + ", n_layers " + std::to_string(h.n_layers) + ", n_heads " +
-                   std::to_string(h.n_heads) + ", n_kv_heads " + std::to_string(h.n_kv_heads) + ", vocab_size " +
-                   std::to_string(h.vocab_size) + ", seq_len " + std::to_string(h.seq_len) +
-                   (h.shared_classifier ? ", shared classifier" : ", unshared classifier") + " but the file has " +
-                   std::to_string(size) + (off > size ? " (truncated" + at + ")" : " (trailing bytes)"));
+    return Corrupt(
+        where + ": expected exactly " + std::to_string(off) + " bytes for a " +
+        (h.version ? "v1" : "legacy") + " export with dim " + std::to_string(h.dim) + ", hidden_dim " +
+        std::to_string(h.hidden_dim) + ", n_layers " + std::to_string(h.n_layers) + ", n_heads " +
+        std::to_string(h.n_heads) + ", n_kv_heads " + std::to_string(h.n_kv_heads) + ", vocab_size " +
+        std::to_string(h.vocab_size) + ", seq_len " + std::to_string(h.seq_len) +
+        (h.shared_classifier ? ", shared classifier" : ", unshared classifier") + " but the file has " +
+        std::to_string(size) + (off > size ? " (truncated" + at + ")" : " (trailing bytes)"));
   }
   auto span = [&](const char* name) -> const Span& {
     for (const auto& s : spans)
@@ -170,7 +196,8 @@ Expected<Checkpoint> ParseLlama2c(const uint8_t* data, size_t size, const std::s
     return data + span(name).offset + static_cast<uint64_t>(l) * per_layer_elems * 4;
   };
   auto add_permuted = [&](const std::string& name, const uint8_t* src, int64_t n_heads, int64_t rows) {
-    auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(rows) * dim * 4);  // [rows, dim] f32
+    auto buf =
+        std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(rows) * dim * 4);  // [rows, dim] f32
     UnpermuteRotaryRows(src, buf->data(), n_heads, head_dim, dim * 4);
     add_view(name, {rows, static_cast<int64_t>(dim)}, buf->data(), buf->size());
     ck.owners.push_back(buf);
@@ -182,7 +209,8 @@ Expected<Checkpoint> ParseLlama2c(const uint8_t* data, size_t size, const std::s
     const std::string p = "model.layers." + std::to_string(l) + ".";
     add_view(p + "input_layernorm.weight", {D}, layer("rms_att_weight", dim, l), dim * 4);
     add_permuted(p + "self_attn.q_proj.weight", layer("wq", wq, l), h.n_heads, static_cast<int64_t>(q_rows));
-    add_permuted(p + "self_attn.k_proj.weight", layer("wk", wkv, l), h.n_kv_heads, static_cast<int64_t>(kv_rows));
+    add_permuted(p + "self_attn.k_proj.weight", layer("wk", wkv, l), h.n_kv_heads,
+                 static_cast<int64_t>(kv_rows));
     add_view(p + "self_attn.v_proj.weight", {static_cast<int64_t>(kv_rows), D}, layer("wv", wkv, l), wkv * 4);
     add_view(p + "self_attn.o_proj.weight", {D, D}, layer("wo", wo, l), wo * 4);
     add_view(p + "post_attention_layernorm.weight", {D}, layer("rms_ffn_weight", dim, l), dim * 4);

@@ -21,6 +21,7 @@ Expected<Checkpoint> ParseLlama2c(const uint8_t* data, size_t size, const std::s
 // HF row hd/2 + j <- row 2j + 1. `src` and `dst` are [n_heads * head_dim, row_bytes] and
 // must not alias; head_dim must be even. Works for any element type (rows are moved whole;
 // a 1-D bias is rows of one element).
-void UnpermuteRotaryRows(const uint8_t* src, uint8_t* dst, int64_t n_heads, int64_t head_dim, size_t row_bytes);
+void UnpermuteRotaryRows(const uint8_t* src, uint8_t* dst, int64_t n_heads, int64_t head_dim,
+                         size_t row_bytes);
 
 }  // namespace kiln

@@ -24,13 +24,14 @@ using json = nlohmann::json;
 
 std::string SharedDir() {
   if (const char* e = std::getenv("KILN_SHARED_DIR")) return e;
-  for (std::string d : {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
+  for (std::string d :
+       {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
     if (fs::exists(d + "/fixtures")) return d;
   return "";
 }
 std::string StoriesGguf() { return SharedDir() + "/models/stories260K/stories260K.gguf"; }
 
-#define REQUIRE_FIXTURES()                                              \
+#define REQUIRE_FIXTURES()                               \
   if (SharedDir().empty() || !fs::exists(StoriesGguf())) \
   GTEST_SKIP() << "shared fixtures not found (set KILN_SHARED_DIR)"
 
@@ -101,7 +102,10 @@ struct GgufBuilder {
 
   std::vector<uint8_t> Build() const {
     Bytes o;
-    o.Put(magic).Put(version).Put<uint64_t>(tensor_count.value_or(tensors.size())).Put<uint64_t>(kv_count.value_or(n_kv));
+    o.Put(magic)
+        .Put(version)
+        .Put<uint64_t>(tensor_count.value_or(tensors.size()))
+        .Put<uint64_t>(kv_count.value_or(n_kv));
     o.b.insert(o.b.end(), kv.b.begin(), kv.b.end());
     std::vector<uint64_t> offs;
     uint64_t off = 0;
@@ -184,7 +188,8 @@ Expected<GgufFile> Parse(const std::vector<uint8_t>& b, const std::string& name 
 
 void ExpectError(const Status& st, const std::vector<std::string>& needles) {
   ASSERT_FALSE(st.ok());
-  for (const auto& n : needles) EXPECT_NE(st.message().find(n), std::string::npos) << "'" << n << "' not in: " << st.message();
+  for (const auto& n : needles)
+    EXPECT_NE(st.message().find(n), std::string::npos) << "'" << n << "' not in: " << st.message();
 }
 
 // ---- real files ----

@@ -20,13 +20,14 @@ namespace fs = std::filesystem;
 
 std::string SharedDir() {
   if (const char* e = std::getenv("KILN_SHARED_DIR")) return e;
-  for (std::string d : {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
+  for (std::string d :
+       {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
     if (fs::exists(d + "/fixtures")) return d;
   return "";
 }
 std::string StoriesDir() { return SharedDir() + "/models/stories260K"; }
 
-#define REQUIRE_FIXTURES()                                                          \
+#define REQUIRE_FIXTURES()                                                   \
   if (SharedDir().empty() || !fs::exists(StoriesDir() + "/stories260K.bin")) \
   GTEST_SKIP() << "shared fixtures not found (set KILN_SHARED_DIR)"
 
@@ -104,16 +105,16 @@ std::vector<uint8_t> LegacyToV1(const std::vector<uint8_t>& legacy, bool shared)
   const size_t dim = p[0], hidden = p[1], L = p[2], heads = p[3], kv = p[4], vocab = p[5];
   const size_t hd = dim / heads;
   // Legacy order, in floats.
-  const size_t embed = vocab * dim, norm = L * dim, wq = L * dim * dim, wkv = L * kv * hd * dim, wo = L * dim * dim,
-               w = L * hidden * dim;
+  const size_t embed = vocab * dim, norm = L * dim, wq = L * dim * dim, wkv = L * kv * hd * dim,
+               wo = L * dim * dim, w = L * hidden * dim;
   size_t off = 28;
   auto take = [&](size_t floats) {
     std::vector<uint8_t> v(legacy.begin() + off, legacy.begin() + off + floats * 4);
     off += floats * 4;
     return v;
   };
-  auto e = take(embed), ra = take(norm), q = take(wq), k = take(wkv), v = take(wkv), o = take(wo), rf = take(norm),
-       w1 = take(w), w2 = take(w), w3 = take(w), rfin = take(dim);
+  auto e = take(embed), ra = take(norm), q = take(wq), k = take(wkv), v = take(wkv), o = take(wo),
+       rf = take(norm), w1 = take(w), w2 = take(w), w3 = take(w), rfin = take(dim);
   std::vector<uint8_t> out(256, 0);
   const uint32_t magic = 0x616b3432;
   const int32_t version = 1;
@@ -121,7 +122,8 @@ std::vector<uint8_t> LegacyToV1(const std::vector<uint8_t>& legacy, bool shared)
   std::memcpy(out.data() + 4, &version, 4);
   std::memcpy(out.data() + 8, p, sizeof(p));
   out[36] = shared ? 1 : 0;
-  for (const auto* part : {&ra, &rf, &rfin, &e, &q, &k, &v, &o, &w1, &w2, &w3}) out.insert(out.end(), part->begin(), part->end());
+  for (const auto* part : {&ra, &rf, &rfin, &e, &q, &k, &v, &o, &w1, &w2, &w3})
+    out.insert(out.end(), part->begin(), part->end());
   if (!shared) out.insert(out.end(), e.begin(), e.end());
   return out;
 }
@@ -188,7 +190,8 @@ TEST(Llama2cTest, UnpermuteRotaryRowsPerHead) {
 TEST(Llama2cTest, TruncatedAtManyCutPoints) {
   REQUIRE_FIXTURES();
   const auto bytes = ReadBytes(StoriesDir() + "/stories260K.bin");
-  std::vector<size_t> cuts = {0, 1, 4, 27, 28, 29, 100, 131100, bytes.size() - 16384, bytes.size() - 4, bytes.size() - 1};
+  std::vector<size_t> cuts = {
+      0, 1, 4, 27, 28, 29, 100, 131100, bytes.size() - 16384, bytes.size() - 4, bytes.size() - 1};
   for (size_t c = 0; c < bytes.size(); c += 7919) cuts.push_back(c);
   for (size_t cut : cuts) {
     auto ck = ParseLlama2c(bytes.data(), cut, "cut.bin");
@@ -241,14 +244,14 @@ TEST(Llama2cTest, BadHeaderValuesNameTheField) {
       {{64, 0, 5, 8, 4, 512, 512}, "hidden_dim"},
       {{64, 172, -1, 8, 4, 512, 512}, "n_layers"},
       {{64, 172, 5, 0, 4, 512, 512}, "n_heads"},
-      {{64, 172, 5, 7, 7, 512, 512}, "n_heads"},       // 7 does not divide 64
-      {{64, 172, 5, 8, 3, 512, 512}, "n_kv_heads"},    // 3 does not divide 8
+      {{64, 172, 5, 7, 7, 512, 512}, "n_heads"},     // 7 does not divide 64
+      {{64, 172, 5, 8, 3, 512, 512}, "n_kv_heads"},  // 3 does not divide 8
       {{64, 172, 5, 8, 0, 512, 512}, "n_kv_heads"},
       {{64, 172, 5, 8, 4, 0, 512}, "vocab_size"},
       {{64, 172, 5, 8, 4, INT32_MIN, 512}, "vocab_size"},
       {{64, 172, 5, 8, 4, 512, 0}, "seq_len"},
       {{63, 172, 5, 9, 9, 512, 512}, "n_heads"},
-      {{60, 172, 5, 20, 20, 512, 512}, "head_dim"},    // head_dim 3 is odd
+      {{60, 172, 5, 20, 20, 512, 512}, "head_dim"},  // head_dim 3 is odd
       {{INT32_MAX - 3, INT32_MAX, INT32_MAX, 2, 2, INT32_MAX, INT32_MAX}, "overflow"},
       {{65536, 65536, 65536, 1, 1, 65536, 65536}, "expected exactly"},
   };

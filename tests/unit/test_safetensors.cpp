@@ -21,7 +21,8 @@ using json = nlohmann::json;
 
 std::string SharedDir() {
   if (const char* e = std::getenv("KILN_SHARED_DIR")) return e;
-  for (std::string d : {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
+  for (std::string d :
+       {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
     if (fs::exists(d + "/fixtures")) return d;
   return "";
 }
@@ -54,7 +55,8 @@ Status ParseImage(const std::vector<uint8_t>& b) {
 
 void ExpectError(const Status& st, const std::vector<std::string>& needles) {
   ASSERT_FALSE(st.ok());
-  for (const auto& n : needles) EXPECT_NE(st.message().find(n), std::string::npos) << "'" << n << "' not in: " << st.message();
+  for (const auto& n : needles)
+    EXPECT_NE(st.message().find(n), std::string::npos) << "'" << n << "' not in: " << st.message();
 }
 
 TEST(SafetensorsTest, WriterRoundTripIsAligned) {
@@ -68,9 +70,9 @@ TEST(SafetensorsTest, WriterRoundTripIsAligned) {
   std::vector<In> ins;
   // Odd sizes of every element width, interleaved so the writer has to reorder them.
   const std::pair<DType, std::vector<int64_t>> specs[] = {
-      {DType::kU8, {3}},      {DType::kF32, {5, 7}}, {DType::kF16, {3, 3}}, {DType::kI8, {1}},
-      {DType::kF64, {2, 3}},  {DType::kBF16, {13}},  {DType::kI64, {5}},    {DType::kI32, {1, 1, 3}},
-      {DType::kF16, {}},
+      {DType::kU8, {3}},  {DType::kF32, {5, 7}},    {DType::kF16, {3, 3}},
+      {DType::kI8, {1}},  {DType::kF64, {2, 3}},    {DType::kBF16, {13}},
+      {DType::kI64, {5}}, {DType::kI32, {1, 1, 3}}, {DType::kF16, {}},
   };
   int i = 0;
   for (const auto& [dt, shape] : specs) {
@@ -121,7 +123,8 @@ TEST(SafetensorsTest, WriterRoundTripIsAligned) {
     if (t->nbytes) {
       EXPECT_EQ(std::memcmp(t->data, in.bytes.data(), t->nbytes), 0) << in.name;
     }
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(t->data) % DTypeSize(in.dtype), 0u) << in.name;  // mmap is page aligned
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t->data) % DTypeSize(in.dtype), 0u)
+        << in.name;  // mmap is page aligned
   }
 }
 
@@ -168,7 +171,8 @@ TEST(SafetensorsTest, CorruptHeaders) {
   ExpectError(ParseImage(Image(R"({"w": {"shape": [2], "data_offsets": [0, 8]}})", 8)), {"'w'", "dtype"});
   ExpectError(ParseImage(Image(R"({"w": {"dtype": "F32", "data_offsets": [0, 8]}})", 8)), {"'w'", "shape"});
   ExpectError(ParseImage(Image(R"({"w": {"dtype": "F32", "shape": [2]}})", 8)), {"'w'", "data_offsets"});
-  ExpectError(ParseImage(Image(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0]}})", 8)), {"'w'", "data_offsets"});
+  ExpectError(ParseImage(Image(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0]}})", 8)),
+              {"'w'", "data_offsets"});
   ExpectError(ParseImage(Image(R"({"__metadata__": {"k": 1}})", 0)), {"__metadata__", "'k'"});
   ExpectError(ParseImage(Image(R"({"__metadata__": [1]})", 0)), {"__metadata__"});
   std::vector<uint8_t> tiny = {1, 2, 3};
@@ -188,9 +192,11 @@ TEST(SafetensorsTest, BadTensorEntries) {
   ExpectError(one(R"({"dtype": "F32", "shape": [2], "data_offsets": [-1, 8]})", 8), {"'w'", "data_offsets"});
   ExpectError(one(R"({"dtype": "F32", "shape": [2], "data_offsets": [0, 16]})", 8), {"'w'", "past the end"});
   ExpectError(one(R"({"dtype": "F32", "shape": [2], "data_offsets": [0, 4]})", 8), {"'w'", "needs 8"});
-  ExpectError(one(R"({"dtype": "F32", "shape": [4294967296, 4294967296, 4294967296], "data_offsets": [0, 8]})", 8),
-              {"'w'", "overflow"});
-  ExpectError(one(R"({"dtype": "F32", "shape": [2], "data_offsets": [0, 18446744073709551615]})", 8), {"'w'"});
+  ExpectError(
+      one(R"({"dtype": "F32", "shape": [4294967296, 4294967296, 4294967296], "data_offsets": [0, 8]})", 8),
+      {"'w'", "overflow"});
+  ExpectError(one(R"({"dtype": "F32", "shape": [2], "data_offsets": [0, 18446744073709551615]})", 8),
+              {"'w'"});
 }
 
 // Zero-element tensors share an offset with their neighbour; that is not an overlap.
@@ -214,7 +220,8 @@ TEST(SafetensorsTest, DISABLED_ZeroSizeTensorsRoundTrip) {
 // DISABLED until src/format/safetensors.cpp checks numel * element size for overflow (see report).
 TEST(SafetensorsTest, DISABLED_ByteSizeOverflowRejected) {
   // 2^61 F64 elements = 2^64 bytes, which wraps to 0 in 64-bit arithmetic.
-  auto st = ParseImage(Image(R"({"w": {"dtype": "F64", "shape": [2305843009213693952], "data_offsets": [0, 0]}})", 0));
+  auto st = ParseImage(
+      Image(R"({"w": {"dtype": "F64", "shape": [2305843009213693952], "data_offsets": [0, 0]}})", 0));
   EXPECT_FALSE(st.ok()) << "a 2^61-element F64 tensor with 0 bytes of data was accepted";
 }
 
