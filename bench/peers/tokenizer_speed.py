@@ -5,6 +5,10 @@ kiln is timed in-process through `kiln tokenize --file CORPUS --bench N` (load t
 The ids are compared first, so the figures are for identical output.
 
   python3 bench/peers/tokenizer_speed.py [--kiln build/kiln] [--tokenizer ../shared/tokenizers/llama3]
+
+--diff N instead runs a differential test: N random strings (mixed scripts, spaces, specials) encoded
+and N random id sequences decoded by both, through `kiln tokenize/detokenize --jsonl`; mismatches are printed.
+Pass a tokenizer.json FILE to compare pure HF-tokenizers semantics (a folder adds transformers' config).
 """
 import argparse
 import glob
@@ -42,6 +46,39 @@ def build_corpus(min_bytes):
     return out
 
 
+POOL = [" ", "  ", "\n", "\t", "\r\n", "\u00a0", "\u3000", "\u2009", "a", "Z", "é", "ß", "Ω", "中", "文", "日本", "한", "ñ",
+        "👍", "🏽", "\u200d", "🚀", "1", "23", "456", "7890", ".", ",", "!", "?", "'s", "'re", "'LL", "--", "...", "(", ")",
+        "<", ">", "|", "#", "_", "\u0301", "e\u0301", "ﬁ", "①", "٣", "अ", "ि", "<s>", "</s>", "<|endoftext|>", "<unk>",
+        "[INST]", "<|im_start|>", "<|user|>", "Hello", " world", "the", " The", "don't", "I'm", "\x00", "\ufffd"]
+
+
+def differential(a, hf):
+    import random
+    random.seed(0)
+    texts = ["".join(random.choice(POOL) for _ in range(random.randint(0, 25))) for _ in range(a.diff)]
+    vocab = hf.get_vocab_size(with_added_tokens=True)
+    seqs = [[random.randrange(vocab) for _ in range(random.randint(0, 12))] for _ in range(a.diff)]
+    bad = 0
+    with tempfile.TemporaryDirectory() as d:
+        tp, sp = os.path.join(d, "t.jsonl"), os.path.join(d, "s.jsonl")
+        open(tp, "w").write("\n".join(json.dumps(t) for t in texts) + "\n")
+        open(sp, "w").write("\n".join(json.dumps(s) for s in seqs) + "\n")
+        enc = subprocess.check_output([a.kiln, "tokenize", "--tokenizer", a.tokenizer, "--jsonl", tp]).decode().splitlines()
+        dec = subprocess.check_output([a.kiln, "detokenize", "--tokenizer", a.tokenizer, "--jsonl", sp]).decode().splitlines()
+    for t, line in zip(texts, enc):
+        want = hf.encode(t, add_special_tokens=False).ids
+        if json.loads(line) != want:
+            bad += 1
+            print("encode mismatch:", repr(t), want, line)
+    for s, line in zip(seqs, dec):
+        want = hf.decode(s, skip_special_tokens=False)
+        if json.loads(line) != want:
+            bad += 1
+            print("decode mismatch:", s, repr(want), line)
+    print(f"differential: {bad} mismatches in {len(texts)} encodes + {len(seqs)} decodes")
+    return 1 if bad else 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", default=next((p for p in [os.path.join(ROOT, "build", "kiln"), os.path.join(ROOT, "build-tok", "kiln")]
@@ -49,9 +86,16 @@ def main():
     ap.add_argument("--tokenizer", default=os.path.join(SHARED, "tokenizers", "llama3"))
     ap.add_argument("--mb", type=float, default=1.0, help="corpus size in MB")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--diff", type=int, default=0, help="run a differential test with N random cases instead")
     a = ap.parse_args()
 
     from tokenizers import Tokenizer  # pip install tokenizers
+
+    if a.diff:
+        path = a.tokenizer if a.tokenizer.endswith(".json") else os.path.join(a.tokenizer, "tokenizer.json")
+        hf = Tokenizer.from_file(path)
+        hf.no_truncation()
+        return differential(a, hf)
 
     text = build_corpus(int(a.mb * 1e6))
     nbytes = len(text.encode())
