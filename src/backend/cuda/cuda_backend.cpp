@@ -1,0 +1,377 @@
+// CUDA backend: device memory, the stream, weight upload, and op dispatch to the kernels in
+// kernels/ (launchers take raw pointers + the stream) and cuBLASLt (gemm_lt).
+//
+// Weights are held in act_dtype (f32 exactness runs convert at upload). Ops return void, so a
+// failure (bad dtype/shape, launch error) is recorded as the backend's first error and
+// returned by the next Synchronize() / CopyToHost*().
+#include <cuda_runtime_api.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/gemm_lt.h"
+#include "backend/cuda/kernels/kernels.h"
+
+namespace kiln {
+namespace {
+
+using cuda::ElemType;
+
+std::string CudaErr(cudaError_t e) { return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e); }
+
+bool ToElem(DType d, ElemType* out) {
+  switch (d) {
+    case DType::kF32: *out = ElemType::kF32; return true;
+    case DType::kF16: *out = ElemType::kF16; return true;
+    case DType::kBF16: *out = ElemType::kBF16; return true;
+    default: return false;
+  }
+}
+
+constexpr size_t kLtWorkspace = 32u << 20;
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, DType act) : device_(device), act_(act) {
+    ToElem(act, &et_);
+    // KILN_CUDA_PREFILL_ATTN=0 sends every attention call to the split-K kernel (tests, A/B).
+    const char* env = std::getenv("KILN_CUDA_PREFILL_ATTN");
+    prefill_enabled_ = !(env && env[0] == '0');
+  }
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    if (stream_) cudaStreamSynchronize(stream_);
+    if (attn_ws_) cudaFree(attn_ws_);
+    if (staging_) cudaFree(staging_);
+    lt_.reset();
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  Status Init() {
+    cudaError_t e = cudaSetDevice(device_);
+    if (e != cudaSuccess) return Internal("cuda: cannot select device " + std::to_string(device_) + ": " + CudaErr(e));
+    cudaDeviceProp prop{};
+    if ((e = cudaGetDeviceProperties(&prop, device_)) != cudaSuccess)
+      return Internal("cuda: cannot query device " + std::to_string(device_) + ": " + CudaErr(e));
+    num_sms_ = prop.multiProcessorCount;
+    name_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ")";
+    if ((e = cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)) != cudaSuccess)
+      return Internal("cuda: cannot create a stream: " + CudaErr(e));
+    lt_ = std::make_unique<cuda::LtGemm>();
+    std::string err = lt_->Init(kLtWorkspace);
+    if (!err.empty()) return Internal("cuda: " + err);
+    return Status::Ok();
+  }
+
+  std::string name() const override { return name_; }
+  DType act_dtype() const override { return act_; }
+
+  // ---- memory ----
+  Expected<void*> Alloc(size_t bytes) override {
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return Status(ErrorCode::kOutOfMemory, name_ + ": cannot allocate " + std::to_string(bytes) +
+                                                 " bytes of device memory (" + CudaErr(e) + ")");
+    }
+    return p;
+  }
+  void Free(void* p) override {
+    if (p) cudaFree(p);
+  }
+  Status CopyToDevice(void* dst, const void* src, size_t n) override {
+    if (n == 0) return Status::Ok();
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_);
+    if (e != cudaSuccess) return Internal(name_ + ": host-to-device copy of " + std::to_string(n) + " bytes: " + CudaErr(e));
+    return Status::Ok();
+  }
+  Status CopyToHost(void* dst, const void* src, size_t n) override {
+    if (n > 0) {
+      cudaError_t e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_);
+      if (e != cudaSuccess) Record(e, "device-to-host copy");
+    }
+    return Synchronize();
+  }
+  Status CopyToHostF32(float* dst, const Tensor& src) override {
+    if (src.dtype == DType::kF32) return CopyToHost(dst, src.data, src.nbytes());
+    std::vector<uint8_t> tmp(src.nbytes());
+    KILN_RETURN_IF_ERROR(CopyToHost(tmp.data(), src.data, tmp.size()));
+    return ConvertElements(tmp.data(), src.dtype, dst, DType::kF32, src.numel());
+  }
+  Status Synchronize() override {
+    cudaError_t e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) Record(e, "stream synchronize");
+    Status st = error_;
+    error_ = Status::Ok();
+    return st;
+  }
+
+  Expected<Weight> UploadWeight(const void* src, DType src_dtype, int64_t rows, int64_t cols) override {
+    ElemType st;
+    if (!ToElem(src_dtype, &st))
+      return Unsupported(name_ + ": cannot upload a " + std::string(DTypeName(src_dtype)) +
+                         " weight (f32/f16/bf16 only; quantized weights are not supported yet)");
+    const int64_t n = rows * cols;
+    KILN_ASSIGN_OR_RETURN(void* p, Alloc(DTypeBytes(act_, n)));
+    Status s = CopyConverted(p, src, st, n);
+    if (!s.ok()) {
+      Free(p);
+      return s;
+    }
+    Weight w;
+    w.w = Tensor(p, act_, {rows, cols});
+    return w;
+  }
+  Expected<Weight> RandomWeight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float scale) override {
+    ElemType unused;
+    if (!ToElem(dtype, &unused))
+      return Unsupported(name_ + ": random " + std::string(DTypeName(dtype)) + " weights are not supported");
+    const int64_t n = rows * cols;
+    KILN_ASSIGN_OR_RETURN(void* p, Alloc(DTypeBytes(act_, n)));
+    cudaError_t e = cuda::LaunchRandomFill(p, et_, n, seed, scale, stream_);
+    if (e != cudaSuccess) {
+      Free(p);
+      return Internal(name_ + ": random weight fill: " + CudaErr(e));
+    }
+    Weight w;
+    w.w = Tensor(p, act_, {rows, cols});
+    return w;
+  }
+
+  // ---- ops ----
+  void Embedding(Tensor out, const Weight& table, const Tensor& ids, float scale) override {
+    if (!Act("Embedding", {&out, &table.w}) || !I32("Embedding", ids)) return;
+    Record(cuda::LaunchGatherRows(out.data, table.w.data, ids.ptr<int32_t>(), ids.numel(), table.w.dim(1), scale, et_,
+                                  stream_), "Embedding");
+  }
+  void Norm(Tensor out, const Tensor& x, const Tensor& w, const Tensor& b, float eps, bool rms,
+            bool unit_offset) override {
+    if (!Act("Norm", {&out, &x}) || !F32("Norm", w) || (!b.empty() && !F32("Norm", b))) return;
+    Record(cuda::LaunchNorm(out.data, x.data, nullptr, w.ptr<float>(), b.empty() ? nullptr : b.ptr<float>(), x.rows(),
+                            x.cols(), eps, rms, unit_offset, et_, stream_), "Norm");
+  }
+  void AddNorm(Tensor out, Tensor residual, const Tensor& delta, const Tensor& w, const Tensor& b, float eps, bool rms,
+               bool unit_offset) override {
+    if (!Act("AddNorm", {&out, &residual, &delta}) || !F32("AddNorm", w) || (!b.empty() && !F32("AddNorm", b))) return;
+    Record(cuda::LaunchNorm(out.data, residual.data, delta.data, w.ptr<float>(), b.empty() ? nullptr : b.ptr<float>(),
+                            residual.rows(), residual.cols(), eps, rms, unit_offset, et_, stream_), "AddNorm");
+  }
+  void Linear(Tensor out, const Tensor& x, const Weight& w, const Tensor& bias) override {
+    if (!Act("Linear", {&out, &x, &w.w}) || (!bias.empty() && !F32("Linear", bias))) return;
+    if (!w.scales.empty()) return Fail("Linear: quantized weights are not supported by the CUDA backend yet");
+    const int64_t m = x.rows(), k = x.cols(), n = w.w.dim(0);
+    if (w.w.dim(1) != k || out.numel() != m * n)
+      return Fail("Linear: shapes x " + x.ShapeStr() + ", w " + w.w.ShapeStr() + ", out " + out.ShapeStr() + " disagree");
+    const float* bp = bias.empty() ? nullptr : bias.ptr<float>();
+    if (m <= cuda::kGemvMaxM) {
+      Record(cuda::LaunchGemv(out.data, x.data, w.w.data, bp, m, n, k, et_, stream_), "Linear (gemv)");
+      return;
+    }
+    std::string err = lt_->Run(out.data, x.data, w.w.data, m, n, k, et_, stream_);
+    if (!err.empty()) return Fail("Linear: " + err);
+    if (bp) Record(cuda::LaunchAddBias(out.data, bp, m, n, et_, stream_), "Linear (bias)");
+  }
+  void RopeWriteKv(Tensor qkv, const AttentionBatch& batch, const AttentionShape& s, const RopeSpec& rope,
+                   const Tensor& q_norm, const Tensor& k_norm, float norm_eps, KvCacheLayer cache) override {
+    if (!Act("RopeWriteKv", {&qkv, &cache.k, &cache.v})) return;
+    if (rope.rotary_dim > 0 && !F32("RopeWriteKv inv_freq", rope.inv_freq)) return;
+    cuda::RopeKvArgs a;
+    a.qkv = qkv.data;
+    a.k_cache = cache.k.data;
+    a.v_cache = cache.v.data;
+    a.positions = batch.positions.ptr<int32_t>();
+    a.slots = batch.slot_mapping.ptr<int32_t>();
+    a.inv_freq = rope.rotary_dim > 0 ? rope.inv_freq.ptr<float>() : nullptr;
+    a.q_norm = q_norm.empty() ? nullptr : q_norm.ptr<float>();
+    a.k_norm = k_norm.empty() ? nullptr : k_norm.ptr<float>();
+    a.n_tokens = batch.n_tokens;
+    a.n_heads = s.n_heads;
+    a.n_kv_heads = s.n_kv_heads;
+    a.head_dim = s.head_dim;
+    a.rotary_dim = rope.rotary_dim;
+    a.interleaved = rope.interleaved;
+    a.attention_factor = rope.attention_factor;
+    a.eps = norm_eps;
+    Record(cuda::LaunchRopeWriteKv(a, et_, stream_), "RopeWriteKv");
+  }
+  void Attention(Tensor out, const Tensor& qkv, const AttentionBatch& batch, const AttentionShape& s,
+                 const AttentionParams& p, KvCacheLayer cache) override {
+    if (!Act("Attention", {&out, &qkv, &cache.k, &cache.v})) return;
+    if (!p.alibi_slopes.empty() && !F32("Attention alibi_slopes", p.alibi_slopes)) return;
+    if (s.n_kv_heads <= 0 || s.n_heads % s.n_kv_heads != 0)
+      return Fail("Attention: " + std::to_string(s.n_heads) + " query heads are not a multiple of " +
+                  std::to_string(s.n_kv_heads) + " KV heads");
+    cuda::AttnArgs a;
+    a.out = out.data;
+    a.qkv = qkv.data;
+    a.k_cache = cache.k.data;
+    a.v_cache = cache.v.data;
+    a.positions = batch.positions.ptr<int32_t>();
+    a.q_start = batch.q_start.ptr<int32_t>();
+    a.seq_lens = batch.seq_lens.ptr<int32_t>();
+    a.block_tables = batch.block_tables.ptr<int32_t>();
+    a.alibi = p.alibi_slopes.empty() ? nullptr : p.alibi_slopes.ptr<float>();
+    a.n_seqs = batch.n_seqs;
+    a.n_tokens = batch.n_tokens;
+    a.max_q_len = batch.max_q_len;
+    a.max_seq_len = batch.max_seq_len;
+    a.max_blocks_per_seq = batch.max_blocks_per_seq;
+    a.block_size = batch.block_size;
+    a.n_heads = s.n_heads;
+    a.n_kv_heads = s.n_kv_heads;
+    a.head_dim = s.head_dim;
+    a.scale = p.scale;
+    a.sliding_window = p.sliding_window;
+    a.softcap = p.softcap;
+    if (prefill_enabled_ && batch.max_q_len >= kPrefillMinQ && cuda::PrefillAttentionSupported(a, et_)) {
+      Record(cuda::LaunchPrefillAttention(a, et_, stream_), "Attention (prefill)");
+      return;
+    }
+    const size_t ws = cuda::DecodeAttentionWorkspaceBytes(a, num_sms_);
+    if (ws > attn_ws_bytes_) {
+      cudaStreamSynchronize(stream_);
+      if (attn_ws_) cudaFree(attn_ws_);
+      attn_ws_ = nullptr;
+      attn_ws_bytes_ = 0;
+      if (cudaMalloc(&attn_ws_, ws) != cudaSuccess) {
+        cudaGetLastError();
+        attn_ws_ = nullptr;
+        return Fail("Attention: cannot allocate " + std::to_string(ws) + " bytes of split-K workspace");
+      }
+      attn_ws_bytes_ = ws;
+    }
+    Record(cuda::LaunchDecodeAttention(a, et_, attn_ws_, num_sms_, stream_), "Attention (split-K)");
+  }
+  void GatedActivation(Tensor out, const Tensor& gate_up, Activation act) override {
+    if (!Act("GatedActivation", {&out, &gate_up})) return;
+    Record(cuda::LaunchGatedAct(out.data, gate_up.data, gate_up.rows(), gate_up.cols() / 2,
+                                static_cast<cuda::Act>(act), et_, stream_), "GatedActivation");
+  }
+  void ActivationInPlace(Tensor x, Activation act) override {
+    if (!Act("ActivationInPlace", {&x})) return;
+    Record(cuda::LaunchActInPlace(x.data, x.numel(), static_cast<cuda::Act>(act), et_, stream_), "ActivationInPlace");
+  }
+  void Add(Tensor out, const Tensor& a, const Tensor& b) override {
+    if (!Act("Add", {&out, &a, &b})) return;
+    Record(cuda::LaunchAdd(out.data, a.data, b.data, out.numel(), et_, stream_), "Add");
+  }
+  void GatherRows(Tensor out, const Tensor& x, const Tensor& idx) override {
+    if (!Act("GatherRows", {&out, &x}) || !I32("GatherRows", idx)) return;
+    Record(cuda::LaunchGatherRows(out.data, x.data, idx.ptr<int32_t>(), idx.numel(), x.cols(), 1.0f, et_, stream_),
+           "GatherRows");
+  }
+  void Softcap(Tensor x, float cap) override {
+    if (!Act("Softcap", {&x})) return;
+    Record(cuda::LaunchSoftcap(x.data, x.numel(), cap, et_, stream_), "Softcap");
+  }
+
+ private:
+  static constexpr int kPrefillMinQ = 16;
+
+  void Fail(const std::string& msg) {
+    if (error_.ok()) error_ = InvalidArgument(name_ + ": " + msg);
+  }
+  void Record(cudaError_t e, const char* what) {
+    if (e == cudaSuccess) return;
+    cudaGetLastError();
+    if (error_.ok()) error_ = Internal(name_ + ": " + what + ": " + CudaErr(e));
+  }
+  bool Act(const char* op, std::initializer_list<const Tensor*> ts) {
+    for (const Tensor* t : ts) {
+      if (t->dtype != act_) {
+        Fail(std::string(op) + ": a " + std::string(DTypeName(t->dtype)) + " tensor " + t->ShapeStr() +
+             " where the backend computes in " + std::string(DTypeName(act_)));
+        return false;
+      }
+    }
+    return true;
+  }
+  bool F32(const char* op, const Tensor& t) {
+    if (t.dtype == DType::kF32) return true;
+    Fail(std::string(op) + ": expected an f32 tensor, got " + std::string(DTypeName(t.dtype)));
+    return false;
+  }
+  bool I32(const char* op, const Tensor& t) {
+    if (t.dtype == DType::kI32) return true;
+    Fail(std::string(op) + ": expected i32 indices, got " + std::string(DTypeName(t.dtype)));
+    return false;
+  }
+  // Copies n host elements of type st to device memory dst (act dtype), converting on the GPU.
+  Status CopyConverted(void* dst, const void* src, ElemType st, int64_t n) {
+    const size_t src_bytes = cuda::ElemBytes(st) * n;
+    if (st == et_) return CopyToDevice(dst, src, src_bytes);
+    if (src_bytes > staging_bytes_) {
+      cudaStreamSynchronize(stream_);
+      if (staging_) cudaFree(staging_);
+      staging_ = nullptr;
+      staging_bytes_ = 0;
+      if (cudaMalloc(&staging_, src_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        staging_ = nullptr;
+        return Status(ErrorCode::kOutOfMemory, name_ + ": cannot allocate a " + std::to_string(src_bytes) +
+                                                   "-byte upload staging buffer");
+      }
+      staging_bytes_ = src_bytes;
+    }
+    KILN_RETURN_IF_ERROR(CopyToDevice(staging_, src, src_bytes));
+    cudaError_t e = cuda::LaunchConvert(staging_, st, dst, et_, n, stream_);
+    if (e != cudaSuccess) return Internal(name_ + ": weight conversion: " + CudaErr(e));
+    // The staging buffer is reused by the next upload: wait for this conversion.
+    e = cudaStreamSynchronize(stream_);
+    if (e != cudaSuccess) return Internal(name_ + ": weight conversion: " + CudaErr(e));
+    return Status::Ok();
+  }
+
+  int device_;
+  DType act_;
+  ElemType et_ = ElemType::kF32;
+  int num_sms_ = 0;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::LtGemm> lt_;
+  void* attn_ws_ = nullptr;
+  size_t attn_ws_bytes_ = 0;
+  void* staging_ = nullptr;
+  size_t staging_bytes_ = 0;
+  bool prefill_enabled_ = true;
+  Status error_;
+};
+
+}  // namespace
+
+bool CudaAvailable() {
+  static const bool available = [] {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return n > 0;
+  }();
+  return available;
+}
+
+Expected<std::unique_ptr<Backend>> MakeCudaBackend(int device, DType act_dtype) {
+  if (act_dtype != DType::kF32 && act_dtype != DType::kF16 && act_dtype != DType::kBF16)
+    return Unsupported("cuda: activations in " + std::string(DTypeName(act_dtype)) +
+                       " are not supported (f32, f16 or bf16)");
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return Unsupported("cuda: no usable CUDA device (" + CudaErr(e) + ")");
+  }
+  if (device < 0 || device >= n)
+    return InvalidArgument("cuda: device " + std::to_string(device) + " does not exist (" + std::to_string(n) +
+                           " device(s) found)");
+  auto b = std::make_unique<CudaBackend>(device, act_dtype);
+  KILN_RETURN_IF_ERROR(b->Init());
+  return std::unique_ptr<Backend>(std::move(b));
+}
+
+}  // namespace kiln

@@ -1,0 +1,62 @@
+// RMSNorm / LayerNorm over rows, optionally fused with the residual add (x += delta first).
+#include "backend/cuda/kernels/common.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+// One block per row. The residual (x after the add) is rounded to T and written back first;
+// the statistics are taken over the rounded values so that out == norm(stored residual).
+template <typename T>
+__global__ void NormKernel(T* __restrict__ out, T* x, const T* __restrict__ delta, const float* __restrict__ w,
+                           const float* __restrict__ b, int64_t cols, float eps, bool rms, bool unit_offset) {
+  __shared__ float scratch[32];
+  const int64_t r = blockIdx.x;
+  T* xr = x + r * cols;
+  T* orow = out + r * cols;
+  float sum = 0.0f, sumsq = 0.0f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    float v;
+    if (delta) {
+      const T stored = FromF32<T>(ToF32(xr[j]) + ToF32(delta[r * cols + j]));
+      xr[j] = stored;
+      v = ToF32(stored);
+    } else {
+      v = ToF32(xr[j]);
+    }
+    sum += v;
+    sumsq += v * v;
+  }
+  float mean = 0.0f, var;
+  if (rms) {
+    var = BlockSum(sumsq, scratch) / static_cast<float>(cols);
+  } else {
+    mean = BlockSum(sum, scratch) / static_cast<float>(cols);
+    float c2 = 0.0f;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const float c = ToF32(xr[j]) - mean;
+      c2 += c * c;
+    }
+    var = BlockSum(c2, scratch) / static_cast<float>(cols);
+  }
+  const float inv = 1.0f / sqrtf(var + eps);
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float g = unit_offset ? 1.0f + w[j] : w[j];
+    float v = (ToF32(xr[j]) - mean) * inv * g;
+    if (b) v += b[j];
+    orow[j] = FromF32<T>(v);
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchNorm(void* out, void* x, const void* delta, const float* w, const float* b, int64_t rows,
+                       int64_t cols, float eps, bool rms, bool unit_offset, ElemType t, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  const int threads = cols >= 2048 ? 512 : (cols >= 512 ? 256 : 128);
+  KILN_DISPATCH_FLOAT(t, T,
+      NormKernel<T><<<static_cast<unsigned>(rows), threads, 0, s>>>(static_cast<T*>(out), static_cast<T*>(x),
+          static_cast<const T*>(delta), w, b, cols, eps, rms, unit_offset));
+  return cudaGetLastError();
+}
+
+}  // namespace kiln::cuda

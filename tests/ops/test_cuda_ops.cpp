@@ -1,0 +1,546 @@
+// Every CUDA op against the CPU reference backend on random ragged shapes, in f32 (exactness:
+// relative L2 error <= 1e-5) and bf16/f16 (<= 1e-2). Outputs are poisoned with NaN before each
+// run, so an unwritten element fails. Skipped (with the reason) where no GPU is present.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace kiln {
+namespace {
+
+#define KILN_REQUIRE_CUDA() \
+  if (!::kiln::CudaAvailable()) GTEST_SKIP() << "no CUDA GPU: the CUDA op tests need one (CPU-only machine)"
+
+double Tol(DType dt) { return dt == DType::kF32 ? 1e-5 : 1e-2; }
+
+// A tensor with owned memory on one backend.
+struct Buf {
+  DeviceBuffer mem;
+  Tensor t;
+};
+
+Tensor MakeTensor(void* p, DType dt, const std::vector<int64_t>& shape) {
+  Tensor t;
+  t.data = p;
+  t.dtype = dt;
+  t.ndim = static_cast<int>(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) t.shape[i] = shape[i];
+  return t;
+}
+
+int64_t Numel(const std::vector<int64_t>& s) {
+  return std::accumulate(s.begin(), s.end(), int64_t{1}, std::multiplies<int64_t>());
+}
+
+// Rounds f32 values through dt (so CPU and GPU see identical inputs).
+std::vector<float> RoundTo(DType dt, std::vector<float> v) {
+  if (dt == DType::kF32) return v;
+  std::vector<uint16_t> tmp(v.size());
+  EXPECT_TRUE(ConvertElements(v.data(), DType::kF32, tmp.data(), dt, v.size()).ok());
+  EXPECT_TRUE(ConvertElements(tmp.data(), dt, v.data(), DType::kF32, v.size()).ok());
+  return v;
+}
+
+Buf Upload(Backend& b, DType dt, const std::vector<int64_t>& shape, const std::vector<float>& host) {
+  const int64_t n = Numel(shape);
+  EXPECT_EQ(static_cast<int64_t>(host.size()), n);
+  auto mem = AllocBuffer(b, std::max<size_t>(DTypeBytes(dt, n), 16));
+  EXPECT_TRUE(mem.ok()) << mem.status().message();
+  std::vector<uint8_t> bytes(DTypeBytes(dt, n));
+  EXPECT_TRUE(ConvertElements(host.data(), DType::kF32, bytes.data(), dt, n).ok());
+  EXPECT_TRUE(b.CopyToDevice(mem->get(), bytes.data(), bytes.size()).ok());
+  Buf out{std::move(*mem), {}};
+  out.t = MakeTensor(out.mem.get(), dt, shape);
+  return out;
+}
+
+Buf UploadI32(Backend& b, const std::vector<int64_t>& shape, const std::vector<int32_t>& host) {
+  auto mem = AllocBuffer(b, std::max<size_t>(host.size() * 4, 16));
+  EXPECT_TRUE(mem.ok());
+  EXPECT_TRUE(b.CopyToDevice(mem->get(), host.data(), host.size() * 4).ok());
+  Buf out{std::move(*mem), {}};
+  out.t = MakeTensor(out.mem.get(), DType::kI32, shape);
+  return out;
+}
+
+Buf Poisoned(Backend& b, DType dt, const std::vector<int64_t>& shape) {
+  return Upload(b, dt, shape, std::vector<float>(Numel(shape), std::nanf("")));
+}
+
+std::vector<float> Read(Backend& b, const Tensor& t) {
+  std::vector<float> v(t.numel());
+  Status st = b.CopyToHostF32(v.data(), t);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return v;
+}
+
+std::vector<float> Random(std::mt19937& g, int64_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(g);
+  return v;
+}
+
+int Rand(std::mt19937& g, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(g); }
+
+// Relative L2 error; every element must be finite.
+void ExpectClose(const std::vector<float>& ref, const std::vector<float>& got, double tol, const std::string& what) {
+  ASSERT_EQ(ref.size(), got.size()) << what;
+  double num = 0, den = 0;
+  size_t bad = 0, first_bad = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(got[i])) {
+      if (bad++ == 0) first_bad = i;
+      continue;
+    }
+    num += (double(got[i]) - ref[i]) * (double(got[i]) - ref[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " non-finite (unwritten?) elements, first at " << first_bad;
+  const double rel = std::sqrt(num / std::max(den, 1e-30));
+  EXPECT_LE(rel, tol) << what << ": relative L2 error " << rel;
+}
+
+// The CPU oracle and one CUDA backend.
+struct Pair {
+  std::unique_ptr<Backend> cpu = MakeCpuBackend();
+  std::unique_ptr<Backend> gpu;
+  DType dt;
+  explicit Pair(DType d) : dt(d) {
+    auto g = MakeCudaBackend(0, d);
+    EXPECT_TRUE(g.ok()) << g.status().message();
+    if (g.ok()) gpu = std::move(*g);
+  }
+  void Sync() {
+    Status st = gpu->Synchronize();
+    EXPECT_TRUE(st.ok()) << st.message();
+  }
+};
+
+const DType kDTypes[] = {DType::kF32, DType::kBF16, DType::kF16};
+
+std::string Name(DType dt) { return std::string(DTypeName(dt)); }
+
+TEST(CudaOpsBasics, CreateAndName) {
+  KILN_REQUIRE_CUDA();
+  auto b = MakeCudaBackend(0, DType::kBF16);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_NE((*b)->name().find("cuda:0"), std::string::npos);
+  EXPECT_EQ((*b)->act_dtype(), DType::kBF16);
+  EXPECT_FALSE(MakeCudaBackend(0, DType::kI8).ok());
+  EXPECT_FALSE(MakeCudaBackend(999, DType::kF32).ok());
+}
+
+TEST(CudaOpsBasics, BadInputIsAnErrorNotACrash) {
+  KILN_REQUIRE_CUDA();
+  Pair p(DType::kBF16);
+  std::mt19937 g(1);
+  Buf a = Upload(*p.gpu, DType::kF32, {4, 8}, Random(g, 32));  // wrong dtype for a bf16 backend
+  Buf o = Poisoned(*p.gpu, DType::kBF16, {4, 8});
+  p.gpu->Add(o.t, a.t, a.t);
+  Status st = p.gpu->Synchronize();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("Add"), std::string::npos) << st.message();
+  EXPECT_TRUE(p.gpu->Synchronize().ok());  // reported once, the backend stays usable
+}
+
+TEST(CudaOpsWeights, UploadConvertsEveryFloatType) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(2);
+  for (DType act : kDTypes) {
+    Pair p(act);
+    for (DType src : kDTypes) {
+      const int64_t rows = Rand(g, 1, 40), cols = Rand(g, 1, 300);
+      std::vector<float> v = RoundTo(src, Random(g, rows * cols));
+      std::vector<uint8_t> bytes(DTypeBytes(src, rows * cols));
+      ASSERT_TRUE(ConvertElements(v.data(), DType::kF32, bytes.data(), src, rows * cols).ok());
+      auto w = p.gpu->UploadWeight(bytes.data(), src, rows, cols);
+      ASSERT_TRUE(w.ok()) << w.status().message();
+      EXPECT_EQ(w->w.dtype, act);
+      ExpectClose(RoundTo(act, v), Read(*p.gpu, w->w), 0.0, "upload " + Name(src) + "->" + Name(act));
+      p.gpu->Free(w->w.data);
+    }
+  }
+}
+
+TEST(CudaOpsWeights, RandomWeightIsSeededAndScaled) {
+  KILN_REQUIRE_CUDA();
+  Pair p(DType::kBF16);
+  auto a = p.gpu->RandomWeight(DType::kBF16, 1001, 333, 42, 0.05f);
+  auto b = p.gpu->RandomWeight(DType::kBF16, 1001, 333, 42, 0.05f);
+  auto c = p.gpu->RandomWeight(DType::kBF16, 1001, 333, 43, 0.05f);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  auto va = Read(*p.gpu, a->w), vb = Read(*p.gpu, b->w), vc = Read(*p.gpu, c->w);
+  EXPECT_EQ(va, vb);
+  EXPECT_NE(va, vc);
+  double mean = 0, sq = 0;
+  float mx = 0;
+  for (float x : va) {
+    mean += x;
+    sq += double(x) * x;
+    mx = std::max(mx, std::fabs(x));
+  }
+  mean /= va.size();
+  sq /= va.size();
+  EXPECT_LE(mx, 0.0501f);
+  EXPECT_NEAR(mean, 0.0, 1e-3);
+  EXPECT_NEAR(std::sqrt(sq), 0.05 / std::sqrt(3.0), 1e-3);  // uniform(-s, s) has rms s/sqrt(3)
+  for (auto* w : {&a, &b, &c}) p.gpu->Free((*w)->w.data);
+}
+
+TEST(CudaOpsGather, EmbeddingAndGatherRows) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(3);
+  for (DType dt : kDTypes) {
+    Pair p(dt);
+    for (int rep = 0; rep < 6; ++rep) {
+      const int vocab = Rand(g, 1, 2000) | 1, d = Rand(g, 1, 700), n = Rand(g, 1, 300);
+      const float scale = rep % 2 ? 1.0f : 1.7f;
+      std::vector<float> table = RoundTo(dt, Random(g, int64_t(vocab) * d));
+      std::vector<int32_t> ids(n);
+      for (auto& i : ids) i = Rand(g, 0, vocab - 1);
+      auto wt_c = p.cpu->UploadWeight(table.data(), DType::kF32, vocab, d);
+      auto wt_g = p.gpu->UploadWeight(table.data(), DType::kF32, vocab, d);
+      ASSERT_TRUE(wt_c.ok() && wt_g.ok());
+      Buf id_c = UploadI32(*p.cpu, {n}, ids), id_g = UploadI32(*p.gpu, {n}, ids);
+      Buf oc = Poisoned(*p.cpu, DType::kF32, {n, d}), og = Poisoned(*p.gpu, dt, {n, d});
+      p.cpu->Embedding(oc.t, *wt_c, id_c.t, scale);
+      p.gpu->Embedding(og.t, *wt_g, id_g.t, scale);
+      p.Sync();
+      ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt), "Embedding " + Name(dt));
+      // GatherRows over an activation tensor.
+      Buf xc = Upload(*p.cpu, DType::kF32, {vocab, d}, table), xg = Upload(*p.gpu, dt, {vocab, d}, table);
+      Buf rc = Poisoned(*p.cpu, DType::kF32, {n, d}), rg = Poisoned(*p.gpu, dt, {n, d});
+      p.cpu->GatherRows(rc.t, xc.t, id_c.t);
+      p.gpu->GatherRows(rg.t, xg.t, id_g.t);
+      p.Sync();
+      ExpectClose(Read(*p.cpu, rc.t), Read(*p.gpu, rg.t), 0.0, "GatherRows " + Name(dt));
+      p.cpu->Free(wt_c->w.data);
+      p.gpu->Free(wt_g->w.data);
+    }
+  }
+}
+
+TEST(CudaOpsNorm, NormAndAddNorm) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(4);
+  for (DType dt : kDTypes) {
+    Pair p(dt);
+    for (int rep = 0; rep < 16; ++rep) {
+      const bool rms = rep % 2 == 0, off = (rep / 2) % 2 == 1, bias = !rms && (rep / 4) % 2 == 1;
+      const bool in_place = rep % 3 == 0;
+      const int rows = rep < 8 ? Rand(g, 1, 17) : Rand(g, 1, 300), cols = Rand(g, 1, 5000);
+      std::vector<float> x = RoundTo(dt, Random(g, int64_t(rows) * cols, -2.0f, 3.0f));
+      std::vector<float> dl = RoundTo(dt, Random(g, int64_t(rows) * cols));
+      std::vector<float> w = Random(g, cols, 0.5f, 1.5f), b = Random(g, cols);
+      const std::string what = Name(dt) + (rms ? " rms" : " layer") + (off ? " +1" : "") + (bias ? " bias" : "") +
+                               " [" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+      Buf wc = Upload(*p.cpu, DType::kF32, {cols}, w), wg = Upload(*p.gpu, DType::kF32, {cols}, w);
+      Buf bc = Upload(*p.cpu, DType::kF32, {cols}, b), bg = Upload(*p.gpu, DType::kF32, {cols}, b);
+      Tensor bct = bias ? bc.t : Tensor(), bgt = bias ? bg.t : Tensor();
+      {  // Norm (optionally in place)
+        Buf xc = Upload(*p.cpu, DType::kF32, {rows, cols}, x), xg = Upload(*p.gpu, dt, {rows, cols}, x);
+        Buf oc = Poisoned(*p.cpu, DType::kF32, {rows, cols}), og = Poisoned(*p.gpu, dt, {rows, cols});
+        Tensor otc = in_place ? xc.t : oc.t, otg = in_place ? xg.t : og.t;
+        p.cpu->Norm(otc, xc.t, wc.t, bct, 1e-5f, rms, off);
+        p.gpu->Norm(otg, xg.t, wg.t, bgt, 1e-5f, rms, off);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, otc), Read(*p.gpu, otg), Tol(dt), "Norm " + what);
+      }
+      {  // AddNorm: residual and output both checked
+        Buf xc = Upload(*p.cpu, DType::kF32, {rows, cols}, x), xg = Upload(*p.gpu, dt, {rows, cols}, x);
+        Buf dc = Upload(*p.cpu, DType::kF32, {rows, cols}, dl), dg = Upload(*p.gpu, dt, {rows, cols}, dl);
+        Buf oc = Poisoned(*p.cpu, DType::kF32, {rows, cols}), og = Poisoned(*p.gpu, dt, {rows, cols});
+        p.cpu->AddNorm(oc.t, xc.t, dc.t, wc.t, bct, 1e-6f, rms, off);
+        p.gpu->AddNorm(og.t, xg.t, dg.t, wg.t, bgt, 1e-6f, rms, off);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, xc.t), Read(*p.gpu, xg.t), Tol(dt), "AddNorm residual " + what);
+        ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt), "AddNorm out " + what);
+      }
+    }
+  }
+}
+
+TEST(CudaOpsLinear, GemvAndGemmAgainstCpu) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(5);
+  const int ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 33, 64, 300};
+  for (DType dt : kDTypes) {
+    Pair p(dt);
+    int rep = 0;
+    for (int m : ms) {
+      for (int v = 0; v < 2; ++v, ++rep) {
+        const int n = Rand(g, 1, 1500), k = v == 0 ? Rand(g, 1, 64) * 8 : Rand(g, 1, 3000);
+        const bool bias = rep % 2 == 0;
+        std::vector<float> x = RoundTo(dt, Random(g, int64_t(m) * k));
+        std::vector<float> w = RoundTo(dt, Random(g, int64_t(n) * k, -0.1f, 0.1f));
+        std::vector<float> b = Random(g, n);
+        auto wc = p.cpu->UploadWeight(w.data(), DType::kF32, n, k);
+        auto wg = p.gpu->UploadWeight(w.data(), DType::kF32, n, k);
+        ASSERT_TRUE(wc.ok() && wg.ok());
+        Buf xc = Upload(*p.cpu, DType::kF32, {m, k}, x), xg = Upload(*p.gpu, dt, {m, k}, x);
+        Buf bc = Upload(*p.cpu, DType::kF32, {n}, b), bg = Upload(*p.gpu, DType::kF32, {n}, b);
+        Buf oc = Poisoned(*p.cpu, DType::kF32, {m, n}), og = Poisoned(*p.gpu, dt, {m, n});
+        p.cpu->Linear(oc.t, xc.t, *wc, bias ? bc.t : Tensor());
+        p.gpu->Linear(og.t, xg.t, *wg, bias ? bg.t : Tensor());
+        p.Sync();
+        ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt),
+                    "Linear " + Name(dt) + " m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                        " k=" + std::to_string(k) + (bias ? " bias" : ""));
+        p.cpu->Free(wc->w.data);
+        p.gpu->Free(wg->w.data);
+      }
+    }
+  }
+}
+
+TEST(CudaOpsElementwise, ActivationsAddSoftcap) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(6);
+  const Backend::Activation acts[] = {Backend::Activation::kSilu, Backend::Activation::kGeluTanh,
+                                      Backend::Activation::kGeluErf, Backend::Activation::kRelu};
+  for (DType dt : kDTypes) {
+    Pair p(dt);
+    for (int ai = 0; ai < 4; ++ai) {
+      for (int rep = 0; rep < 2; ++rep) {
+        const int n = Rand(g, 1, 300), f = rep == 0 ? Rand(g, 1, 200) * 8 : Rand(g, 1, 1500);
+        std::vector<float> gu = RoundTo(dt, Random(g, int64_t(n) * 2 * f, -4.0f, 4.0f));
+        Buf gc = Upload(*p.cpu, DType::kF32, {n, 2 * f}, gu), gg = Upload(*p.gpu, dt, {n, 2 * f}, gu);
+        Buf oc = Poisoned(*p.cpu, DType::kF32, {n, f}), og = Poisoned(*p.gpu, dt, {n, f});
+        p.cpu->GatedActivation(oc.t, gc.t, acts[ai]);
+        p.gpu->GatedActivation(og.t, gg.t, acts[ai]);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt), "GatedActivation " + Name(dt) + " act " +
+                                                                        std::to_string(ai) + " f=" + std::to_string(f));
+        p.cpu->ActivationInPlace(gc.t, acts[ai]);
+        p.gpu->ActivationInPlace(gg.t, acts[ai]);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, gc.t), Read(*p.gpu, gg.t), Tol(dt), "ActivationInPlace " + Name(dt));
+      }
+    }
+    const int n = Rand(g, 1, 300), d = Rand(g, 1, 3000);
+    std::vector<float> a = RoundTo(dt, Random(g, int64_t(n) * d, -50, 50)), b = RoundTo(dt, Random(g, int64_t(n) * d));
+    Buf ac = Upload(*p.cpu, DType::kF32, {n, d}, a), ag = Upload(*p.gpu, dt, {n, d}, a);
+    Buf bc = Upload(*p.cpu, DType::kF32, {n, d}, b), bg = Upload(*p.gpu, dt, {n, d}, b);
+    Buf oc = Poisoned(*p.cpu, DType::kF32, {n, d}), og = Poisoned(*p.gpu, dt, {n, d});
+    p.cpu->Add(oc.t, ac.t, bc.t);
+    p.gpu->Add(og.t, ag.t, bg.t);
+    p.cpu->Softcap(ac.t, 30.0f);
+    p.gpu->Softcap(ag.t, 30.0f);
+    p.Sync();
+    ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt), "Add " + Name(dt));
+    ExpectClose(Read(*p.cpu, ac.t), Read(*p.gpu, ag.t), Tol(dt), "Softcap " + Name(dt));
+  }
+}
+
+// ---- attention: a random packed batch over a randomly paged cache ----
+struct BatchSpec {
+  std::vector<int> ctx;    // cached tokens before this step, per sequence
+  std::vector<int> q_len;  // query tokens this step, per sequence
+  int block_size = 16;
+};
+
+struct HostBatch {
+  int n_seqs = 0, n_tokens = 0, max_q = 0, max_len = 0, max_blocks = 0, n_blocks = 0, bs = 0;
+  std::vector<int32_t> positions, slots, q_start, seq_lens, tables;
+};
+
+HostBatch MakeBatch(std::mt19937& g, const BatchSpec& s) {
+  HostBatch h;
+  h.bs = s.block_size;
+  h.n_seqs = static_cast<int>(s.ctx.size());
+  for (int i = 0; i < h.n_seqs; ++i) {
+    const int len = s.ctx[i] + s.q_len[i];
+    h.max_len = std::max(h.max_len, len);
+    h.max_q = std::max(h.max_q, s.q_len[i]);
+    h.max_blocks = std::max(h.max_blocks, (len + h.bs - 1) / h.bs);
+    h.n_blocks += (len + h.bs - 1) / h.bs;
+  }
+  h.n_blocks += 3;  // a few spare blocks that nobody owns
+  std::vector<int32_t> perm(h.n_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), g);
+  h.tables.assign(size_t(h.n_seqs) * h.max_blocks, 0);
+  int next = 0;
+  h.q_start.push_back(0);
+  for (int i = 0; i < h.n_seqs; ++i) {
+    const int len = s.ctx[i] + s.q_len[i], nb = (len + h.bs - 1) / h.bs;
+    for (int b = 0; b < nb; ++b) h.tables[size_t(i) * h.max_blocks + b] = perm[next++];
+    for (int j = s.ctx[i]; j < len; ++j) {
+      h.positions.push_back(j);
+      h.slots.push_back(h.tables[size_t(i) * h.max_blocks + j / h.bs] * h.bs + j % h.bs);
+    }
+    h.seq_lens.push_back(len);
+    h.q_start.push_back(static_cast<int32_t>(h.positions.size()));
+  }
+  h.n_tokens = static_cast<int>(h.positions.size());
+  return h;
+}
+
+struct DevBatch {
+  Buf pos, slots, qs, lens, tables;
+  AttentionBatch b;
+};
+
+DevBatch Upload(Backend& be, const HostBatch& h) {
+  DevBatch d;
+  d.pos = UploadI32(be, {h.n_tokens}, h.positions);
+  d.slots = UploadI32(be, {h.n_tokens}, h.slots);
+  d.qs = UploadI32(be, {h.n_seqs + 1}, h.q_start);
+  d.lens = UploadI32(be, {h.n_seqs}, h.seq_lens);
+  d.tables = UploadI32(be, {h.n_seqs, h.max_blocks}, h.tables);
+  d.b.n_seqs = h.n_seqs;
+  d.b.n_tokens = h.n_tokens;
+  d.b.max_q_len = h.max_q;
+  d.b.max_seq_len = h.max_len;
+  d.b.max_blocks_per_seq = h.max_blocks;
+  d.b.block_size = h.bs;
+  d.b.positions = d.pos.t;
+  d.b.slot_mapping = d.slots.t;
+  d.b.q_start = d.qs.t;
+  d.b.seq_lens = d.lens.t;
+  d.b.block_tables = d.tables.t;
+  return d;
+}
+
+BatchSpec RandomSpec(std::mt19937& g, bool prefill) {
+  BatchSpec s;
+  const int n = prefill ? Rand(g, 1, 5) : Rand(g, 1, 17);
+  s.block_size = Rand(g, 0, 1) ? 16 : 32;
+  for (int i = 0; i < n; ++i) {
+    s.ctx.push_back(Rand(g, 0, 300));
+    s.q_len.push_back(prefill ? Rand(g, 1, 100) : 1);
+  }
+  return s;
+}
+
+struct AttnCase {
+  int hd, group, hkv;
+};
+
+void RunAttention(DType dt, const AttnCase& c, const BatchSpec& spec, std::mt19937& g, bool rope_path) {
+  Pair p(dt);
+  const HostBatch h = MakeBatch(g, spec);
+  const int hq = c.hkv * c.group, hd = c.hd, row = (hq + 2 * c.hkv) * hd;
+  const int64_t cache_elems = int64_t(h.n_blocks) * h.bs * c.hkv * hd;
+  std::vector<float> qkv = RoundTo(dt, Random(g, int64_t(h.n_tokens) * row, -2.0f, 2.0f));
+  std::vector<float> kc = RoundTo(dt, Random(g, cache_elems, -2.0f, 2.0f));
+  std::vector<float> vc = RoundTo(dt, Random(g, cache_elems));
+  DevBatch bc = Upload(*p.cpu, h), bg = Upload(*p.gpu, h);
+  Buf qc = Upload(*p.cpu, DType::kF32, {h.n_tokens, row}, qkv), qg = Upload(*p.gpu, dt, {h.n_tokens, row}, qkv);
+  const std::vector<int64_t> cshape = {h.n_blocks, h.bs, c.hkv, hd};
+  Buf kcc = Upload(*p.cpu, DType::kF32, cshape, kc), kcg = Upload(*p.gpu, dt, cshape, kc);
+  Buf vcc = Upload(*p.cpu, DType::kF32, cshape, vc), vcg = Upload(*p.gpu, dt, cshape, vc);
+  KvCacheLayer cache_c{kcc.t, vcc.t}, cache_g{kcg.t, vcg.t};
+  std::string what = Name(dt) + " hd=" + std::to_string(hd) + " hq=" + std::to_string(hq) + " hkv=" +
+                     std::to_string(c.hkv) + " seqs=" + std::to_string(h.n_seqs) + " tokens=" +
+                     std::to_string(h.n_tokens) + " max_len=" + std::to_string(h.max_len);
+
+  if (rope_path) {
+    RopeSpec rope;
+    const int variant = Rand(g, 0, 3);
+    rope.rotary_dim = variant == 3 ? 0 : (variant == 2 ? std::max(2, hd / 2 / 2 * 2) : hd);
+    rope.interleaved = Rand(g, 0, 1) == 1;
+    rope.attention_factor = variant == 1 ? 1.2f : 1.0f;
+    std::vector<float> inv(std::max(1, rope.rotary_dim / 2));
+    for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * i / std::max(1, rope.rotary_dim));
+    Buf ic = Upload(*p.cpu, DType::kF32, {int64_t(inv.size())}, inv), ig = Upload(*p.gpu, DType::kF32, {int64_t(inv.size())}, inv);
+    const bool qk_norm = Rand(g, 0, 1) == 1;
+    std::vector<float> qn = Random(g, hd, 0.5f, 1.5f), kn = Random(g, hd, 0.5f, 1.5f);
+    Buf qnc = Upload(*p.cpu, DType::kF32, {hd}, qn), qng = Upload(*p.gpu, DType::kF32, {hd}, qn);
+    Buf knc = Upload(*p.cpu, DType::kF32, {hd}, kn), kng = Upload(*p.gpu, DType::kF32, {hd}, kn);
+    RopeSpec rc = rope, rg = rope;
+    rc.inv_freq = ic.t;
+    rg.inv_freq = ig.t;
+    const AttentionShape shape{hq, c.hkv, hd};
+    p.cpu->RopeWriteKv(qc.t, bc.b, shape, rc, qk_norm ? qnc.t : Tensor(), qk_norm ? knc.t : Tensor(), 1e-6f, cache_c);
+    p.gpu->RopeWriteKv(qg.t, bg.b, shape, rg, qk_norm ? qng.t : Tensor(), qk_norm ? kng.t : Tensor(), 1e-6f, cache_g);
+    p.Sync();
+    what += " rotary=" + std::to_string(rope.rotary_dim) + (rope.interleaved ? " interleaved" : "") +
+            (qk_norm ? " qk_norm" : "");
+    ExpectClose(Read(*p.cpu, qc.t), Read(*p.gpu, qg.t), Tol(dt), "RopeWriteKv qkv " + what);
+    ExpectClose(Read(*p.cpu, kcc.t), Read(*p.gpu, kcg.t), Tol(dt), "RopeWriteKv k cache " + what);
+    ExpectClose(Read(*p.cpu, vcc.t), Read(*p.gpu, vcg.t), Tol(dt), "RopeWriteKv v cache " + what);
+    return;
+  }
+
+  AttentionParams ap;
+  ap.scale = 1.0f / std::sqrt(float(hd));
+  const int variant = Rand(g, 0, 3);
+  if (variant == 1) ap.sliding_window = Rand(g, 1, 120);
+  if (variant == 2) ap.softcap = 5.0f;
+  std::vector<float> slopes = Random(g, hq, 0.01f, 0.5f);
+  Buf sc = Upload(*p.cpu, DType::kF32, {hq}, slopes), sg = Upload(*p.gpu, DType::kF32, {hq}, slopes);
+  AttentionParams apc = ap, apg = ap;
+  if (variant == 3) {
+    apc.alibi_slopes = sc.t;
+    apg.alibi_slopes = sg.t;
+  }
+  what += variant == 1 ? " window=" + std::to_string(ap.sliding_window) : variant == 2 ? " softcap" : variant == 3 ? " alibi" : "";
+  const AttentionShape shape{hq, c.hkv, hd};
+  Buf oc = Poisoned(*p.cpu, DType::kF32, {h.n_tokens, hq * hd}), og = Poisoned(*p.gpu, dt, {h.n_tokens, hq * hd});
+  p.cpu->Attention(oc.t, qc.t, bc.b, shape, apc, cache_c);
+  p.gpu->Attention(og.t, qg.t, bg.b, shape, apg, cache_g);
+  p.Sync();
+  ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt), "Attention " + what);
+}
+
+const int kHeadDims[] = {8, 16, 64, 80, 96, 128, 256};
+const int kGroups[] = {1, 4, 8};
+
+TEST(CudaOpsRope, RopeNormWriteKvAllVariants) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(7);
+  for (DType dt : {DType::kF32, DType::kBF16})
+    for (int hd : kHeadDims)
+      for (int grp : kGroups) RunAttention(dt, {hd, grp, Rand(g, 1, 2)}, RandomSpec(g, Rand(g, 0, 1)), g, true);
+}
+
+TEST(CudaOpsAttention, DecodeBatches) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(8);
+  for (DType dt : {DType::kF32, DType::kBF16})
+    for (int hd : kHeadDims)
+      for (int grp : kGroups) RunAttention(dt, {hd, grp, Rand(g, 1, 2)}, RandomSpec(g, false), g, false);
+}
+
+TEST(CudaOpsAttention, PrefillAndMixedBatches) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(9);
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16})
+    for (int hd : kHeadDims)
+      for (int grp : kGroups) {
+        BatchSpec s = RandomSpec(g, true);
+        s.ctx.push_back(Rand(g, 0, 50));  // one decode sequence mixed in
+        s.q_len.push_back(1);
+        RunAttention(dt, {hd, grp, Rand(g, 1, 2)}, s, g, false);
+      }
+}
+
+TEST(CudaOpsAttention, LongPrefillSplitKPathToo) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(10);
+  for (int forced_split_k = 0; forced_split_k < 2; ++forced_split_k) {
+    if (forced_split_k) setenv("KILN_CUDA_PREFILL_ATTN", "0", 1);
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      BatchSpec s;
+      s.ctx = {0, 17};
+      s.q_len = {300, 211};
+      RunAttention(dt, {128, 4, 2}, s, g, false);
+      RunAttention(dt, {64, 1, 3}, s, g, false);
+    }
+    unsetenv("KILN_CUDA_PREFILL_ATTN");
+  }
+}
+
+}  // namespace
+}  // namespace kiln
