@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/tensor.h"
 #include "kiln/status.h"
@@ -111,6 +112,18 @@ class Backend {
   virtual void GatherRows(Tensor out, const Tensor& x, const Tensor& idx) = 0;
   // In place: x = cap * tanh(x / cap)
   virtual void Softcap(Tensor x, float cap) = 0;
+
+  // ---- sparse MoE (Mixtral). Not pure: the defaults (backend_moe.cpp) compose the ops above
+  // with a host round trip of the routing, correct on any backend but slow; override them. ----
+  // probs = softmax(router_logits[n, E]) in f32; per token the k largest (ties: lower expert
+  // id) -> ids[n, k] (i32, descending probability) and weights[n, k] (f32; divided by their
+  // sum when renormalize).
+  virtual void MoeRoute(Tensor ids, Tensor weights, const Tensor& router_logits, int k, bool renormalize);
+  // out[n, d] = sum_j weights[n, j] * down[e](act(gate) * up), gate|up = gate_up[e] @ x[n],
+  // e = ids[n, j]. gate_up[e]: [2f, d] (gate rows then up rows); down[e]: [d, f].
+  virtual void MoeExperts(Tensor out, const Tensor& x, const std::vector<Weight>& gate_up,
+                          const std::vector<Weight>& down, const Tensor& ids, const Tensor& weights,
+                          Activation act);
 };
 
 // CPU reference backend (OpenMP).

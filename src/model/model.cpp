@@ -179,10 +179,21 @@ Status Model::LoadWeights(const std::string& engine_dir, const Progress& progres
       return NotFound("engine has no tensor '" + p + "mlp_norm.weight'");
     const bool gated = c.mlp == "gated";
     const std::string up = gated ? "mlp.gate_up" : "mlp.up";
-    KILN_RETURN_IF_ERROR(matrix(p + up + ".weight", gated ? 2 * f : f, d, &L.gate_up));
-    KILN_RETURN_IF_ERROR(optional_vector(p + up + ".bias", gated ? 2 * f : f, 0.0f, &L.gate_up_bias, c.mlp_bias));
-    KILN_RETURN_IF_ERROR(matrix(p + "mlp.down.weight", d, f, &L.down));
-    KILN_RETURN_IF_ERROR(optional_vector(p + "mlp.down.bias", d, 0.0f, &L.down_bias, c.mlp_bias));
+    if (c.n_experts > 0) {
+      KILN_RETURN_IF_ERROR(matrix(p + "mlp.router.weight", c.n_experts, d, &L.router));
+      L.expert_gate_up.resize(c.n_experts);
+      L.expert_down.resize(c.n_experts);
+      for (int64_t e = 0; e < c.n_experts; ++e) {
+        const std::string pe = p + "mlp.experts." + std::to_string(e) + ".";
+        KILN_RETURN_IF_ERROR(matrix(pe + "gate_up.weight", 2 * f, d, &L.expert_gate_up[e]));
+        KILN_RETURN_IF_ERROR(matrix(pe + "down.weight", d, f, &L.expert_down[e]));
+      }
+    } else {
+      KILN_RETURN_IF_ERROR(matrix(p + up + ".weight", gated ? 2 * f : f, d, &L.gate_up));
+      KILN_RETURN_IF_ERROR(optional_vector(p + up + ".bias", gated ? 2 * f : f, 0.0f, &L.gate_up_bias, c.mlp_bias));
+      KILN_RETURN_IF_ERROR(matrix(p + "mlp.down.weight", d, f, &L.down));
+      KILN_RETURN_IF_ERROR(optional_vector(p + "mlp.down.bias", d, 0.0f, &L.down_bias, c.mlp_bias));
+    }
     KILN_RETURN_IF_ERROR(optional_vector(p + "post_mlp_norm.weight", d, norm_one, &L.post_mlp_norm_w,
                                          !config_.dummy_weights));
     if (progress) progress(++done, total);
@@ -240,6 +251,16 @@ Status Model::Reserve(int64_t max_tokens, int64_t max_logits) {
     KILN_ASSIGN_OR_RETURN(auto buf, AllocBuffer(backend_, DTypeBytes(backend_.act_dtype(), n)));
     scratch_.push_back(std::move(buf));
   }
+  if (c.n_experts > 0) {
+    // 11: router logits [T, E] (act dtype); 12: expert ids [T, k] i32; 13: weights [T, k] f32.
+    const int64_t k = c.n_experts_per_tok;
+    const size_t bytes[] = {DTypeBytes(backend_.act_dtype(), T * c.n_experts), sizeof(int32_t) * T * k,
+                            sizeof(float) * T * k};
+    for (size_t n : bytes) {
+      KILN_ASSIGN_OR_RETURN(auto buf, AllocBuffer(backend_, n));
+      scratch_.push_back(std::move(buf));
+    }
+  }
   return Status::Ok();
 }
 
@@ -291,7 +312,7 @@ Expected<Tensor> Model::Forward(const StepInputs& in, std::vector<KvCacheLayer>&
 
   for (int64_t i = 0; i < c.n_layers; ++i) {
     LayerWeights& Lw = layers_[i];
-    ap.sliding_window = static_cast<int>(c.sliding_window);
+    ap.sliding_window = static_cast<int>(c.layer_window(i));
     if (pending) {
       b.AddNorm(h, x, *pending, Lw.attn_norm_w, Lw.attn_norm_b, eps, rms, off);
     } else {
@@ -313,11 +334,20 @@ Expected<Tensor> Model::Forward(const StepInputs& in, std::vector<KvCacheLayer>&
     } else {
       b.AddNorm(h, x, o, Lw.mlp_norm_w, Lw.mlp_norm_b, eps, rms, off);
     }
-    b.Linear(gu, *mlp_in, Lw.gate_up, Lw.gate_up_bias);
-    if (c.mlp == "gated") {
+    if (c.n_experts > 0) {
+      const int64_t k = c.n_experts_per_tok;
+      Tensor router_logits = Scratch(11, {T, c.n_experts});
+      Tensor ids(scratch_[12].get(), DType::kI32, {T, k});
+      Tensor weights(scratch_[13].get(), DType::kF32, {T, k});
+      b.Linear(router_logits, *mlp_in, Lw.router, Tensor());
+      b.MoeRoute(ids, weights, router_logits, static_cast<int>(k), c.moe_renormalize);
+      b.MoeExperts(dn, *mlp_in, Lw.expert_gate_up, Lw.expert_down, ids, weights, activation);
+    } else if (c.mlp == "gated") {
+      b.Linear(gu, *mlp_in, Lw.gate_up, Lw.gate_up_bias);
       b.GatedActivation(act, gu, activation);
       b.Linear(dn, act, Lw.down, Lw.down_bias);
     } else {
+      b.Linear(gu, *mlp_in, Lw.gate_up, Lw.gate_up_bias);
       b.ActivationInPlace(gu, activation);
       b.Linear(dn, gu, Lw.down, Lw.down_bias);
     }

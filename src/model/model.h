@@ -25,6 +25,9 @@ struct LayerWeights {
   Weight down;                      // [d, f]
   Tensor down_bias;                 // f32 [d]
   Tensor post_mlp_norm_w;           // f32 [d] (Gemma-2: norm of the MLP output)
+  Weight router;                    // MoE: [n_experts, d]
+  std::vector<Weight> expert_gate_up;  // MoE: per expert [2f, d]
+  std::vector<Weight> expert_down;     // MoE: per expert [d, f]
 };
 
 // One step's inputs, in backend memory, written by the runtime.

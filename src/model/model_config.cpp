@@ -36,12 +36,16 @@ json ModelConfig::ToJson() const {
               {"o_bias", o_bias},
               {"qk_norm", qk_norm},
               {"sliding_window", sliding_window},
+              {"layer_sliding_window", layer_sliding_window},
               {"attn_scale", attn_scale},
               {"attn_softcap", attn_softcap},
               {"final_softcap", final_softcap},
               {"mlp", mlp},
               {"activation", activation},
               {"mlp_bias", mlp_bias},
+              {"n_experts", n_experts},
+              {"n_experts_per_tok", n_experts_per_tok},
+              {"moe_renormalize", moe_renormalize},
               {"parallel_residual", parallel_residual},
               {"tie_embeddings", tie_embeddings},
               {"embedding_scale", embedding_scale},
@@ -104,12 +108,16 @@ Expected<ModelConfig> ModelConfig::FromJson(const json& j, const std::string& wh
   KILN_RETURN_IF_ERROR(Get(j, "o_bias", &c.o_bias, where));
   KILN_RETURN_IF_ERROR(Get(j, "qk_norm", &c.qk_norm, where));
   KILN_RETURN_IF_ERROR(Get(j, "sliding_window", &c.sliding_window, where));
+  KILN_RETURN_IF_ERROR(Get(j, "layer_sliding_window", &c.layer_sliding_window, where));
   KILN_RETURN_IF_ERROR(Get(j, "attn_scale", &c.attn_scale, where));
   KILN_RETURN_IF_ERROR(Get(j, "attn_softcap", &c.attn_softcap, where));
   KILN_RETURN_IF_ERROR(Get(j, "final_softcap", &c.final_softcap, where));
   KILN_RETURN_IF_ERROR(Get(j, "mlp", &c.mlp, where));
   KILN_RETURN_IF_ERROR(Get(j, "activation", &c.activation, where));
   KILN_RETURN_IF_ERROR(Get(j, "mlp_bias", &c.mlp_bias, where));
+  KILN_RETURN_IF_ERROR(Get(j, "n_experts", &c.n_experts, where));
+  KILN_RETURN_IF_ERROR(Get(j, "n_experts_per_tok", &c.n_experts_per_tok, where));
+  KILN_RETURN_IF_ERROR(Get(j, "moe_renormalize", &c.moe_renormalize, where));
   KILN_RETURN_IF_ERROR(Get(j, "parallel_residual", &c.parallel_residual, where));
   KILN_RETURN_IF_ERROR(Get(j, "tie_embeddings", &c.tie_embeddings, where));
   KILN_RETURN_IF_ERROR(Get(j, "embedding_scale", &c.embedding_scale, where));
@@ -149,6 +157,15 @@ Status ModelConfig::Validate(const std::string& where) const {
   if (activation != "silu" && activation != "gelu_tanh" && activation != "gelu" && activation != "relu")
     return Unsupported(where + ": unknown activation '" + activation + "'");
   if (!(norm_eps > 0)) return InvalidArgument(where + ": norm_eps must be positive");
+  if (!layer_sliding_window.empty() && static_cast<int64_t>(layer_sliding_window.size()) != n_layers)
+    return InvalidArgument(where + ": layer_sliding_window has " + std::to_string(layer_sliding_window.size()) +
+                           " entries for " + std::to_string(n_layers) + " layers");
+  for (int64_t w : layer_sliding_window)
+    if (w < 0) return InvalidArgument(where + ": layer_sliding_window entries must be >= 0");
+  if (n_experts < 0 || n_experts > 4096) return InvalidArgument(where + ": n_experts must be in [0, 4096]");
+  if (n_experts > 0 && (n_experts_per_tok <= 0 || n_experts_per_tok > n_experts))
+    return InvalidArgument(where + ": n_experts_per_tok must be in [1, n_experts=" + std::to_string(n_experts) + "]");
+  if (n_experts > 0 && mlp != "gated") return Unsupported(where + ": MoE experts must be gated MLPs");
   return Status::Ok();
 }
 

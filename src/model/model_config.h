@@ -45,6 +45,9 @@ struct ModelConfig {
   bool o_bias = false;
   bool qk_norm = false;  // Qwen3: per-head RMSNorm of q and k before rotary
   int64_t sliding_window = 0;
+  // Per-layer attention window (0 = full causal), e.g. Gemma-2's alternating sliding/full
+  // layers; empty = every layer uses sliding_window.
+  std::vector<int64_t> layer_sliding_window;
   double attn_scale = 0.0;  // 0 = 1/sqrt(head_dim)
   double attn_softcap = 0.0;
   double final_softcap = 0.0;
@@ -52,6 +55,12 @@ struct ModelConfig {
   std::string mlp = "gated";         // gated (gate_up) | plain (up -> act -> down)
   std::string activation = "silu";   // silu | gelu_tanh | gelu | relu
   bool mlp_bias = false;
+  // Sparse MoE (Mixtral): n_experts > 0 replaces the MLP by a router [n_experts, d] and
+  // n_experts gated experts; each token uses its top n_experts_per_tok experts, weighted by
+  // the softmax of the router logits (renormalised over the chosen experts if moe_renormalize).
+  int64_t n_experts = 0;
+  int64_t n_experts_per_tok = 0;
+  bool moe_renormalize = true;
   bool parallel_residual = false;
   bool tie_embeddings = false;
   double embedding_scale = 1.0;
@@ -63,6 +72,9 @@ struct ModelConfig {
   int64_t kv_dim() const { return n_kv_heads * head_dim; }
   int64_t qkv_dim() const { return q_dim() + 2 * kv_dim(); }
   int64_t effective_rotary_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
+  int64_t layer_window(int64_t layer) const {
+    return layer_sliding_window.empty() ? sliding_window : layer_sliding_window[layer];
+  }
 
   nlohmann::json ToJson() const;
   static Expected<ModelConfig> FromJson(const nlohmann::json& j, const std::string& where);

@@ -12,6 +12,11 @@
 #include "backend/backend.h"
 
 namespace kiln {
+
+// backend_moe.cpp: the one routing rule every backend must match.
+void MoeRouteHost(const float* logits, int64_t n, int64_t n_experts, int k, bool renormalize, int32_t* ids,
+                  float* weights);
+
 namespace {
 
 inline float ApplyAct(float x, Backend::Activation a) {
@@ -239,6 +244,47 @@ class CpuBackend final : public Backend {
     const int64_t n = x.numel();
 #pragma omp parallel for
     for (int64_t i = 0; i < n; ++i) p[i] = cap * std::tanh(p[i] / cap);
+  }
+
+  void MoeRoute(Tensor ids, Tensor weights, const Tensor& router_logits, int k, bool renormalize) override {
+    MoeRouteHost(router_logits.ptr<float>(), router_logits.rows(), router_logits.cols(), k, renormalize,
+                 ids.ptr<int32_t>(), weights.ptr<float>());
+  }
+
+  void MoeExperts(Tensor out, const Tensor& x, const std::vector<Weight>& gate_up, const std::vector<Weight>& down,
+                  const Tensor& ids, const Tensor& weights, Activation act) override {
+    const int64_t n = x.rows(), d = x.cols(), k = ids.cols();
+    if (down.empty()) return;
+    const int64_t f = down[0].w.dim(1);
+    const int32_t* id = ids.ptr<int32_t>();
+    const float* wt = weights.ptr<float>();
+    const float* xp = x.ptr<float>();
+    float* op = out.ptr<float>();
+#pragma omp parallel
+    {
+      std::vector<float> gu(2 * f), a(f);  // one token's [gate | up] and activated [f]
+#pragma omp for
+      for (int64_t t = 0; t < n; ++t) {
+        float* o = op + t * d;
+        std::fill(o, o + d, 0.0f);
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t e = id[t * k + j];
+          const float* g = gate_up[e].w.ptr<float>();
+          const float* dn = down[e].w.ptr<float>();
+          for (int64_t r = 0; r < 2 * f; ++r) {
+            float acc = 0.0f;
+            for (int64_t c = 0; c < d; ++c) acc += g[r * d + c] * xp[t * d + c];
+            gu[r] = acc;
+          }
+          for (int64_t r = 0; r < f; ++r) a[r] = ApplyAct(gu[r], act) * gu[f + r];
+          for (int64_t r = 0; r < d; ++r) {
+            float acc = 0.0f;
+            for (int64_t c = 0; c < f; ++c) acc += dn[r * f + c] * a[c];
+            o[r] += wt[t * k + j] * acc;
+          }
+        }
+      }
+    }
   }
 
  private:
