@@ -77,9 +77,37 @@ Status ReadRope(const json& hf, ModelConfig* c) {
   return Status::Ok();
 }
 
+// HF config classes' attribute_map aliases: GPT-2, BLOOM, Falcon, Phi, Gemma-2 and ChatGLM spell the
+// common fields differently. A canonical key that is present wins.
+json WithAliases(const json& hf) {
+  static const std::pair<const char*, const char*> kAliases[] = {
+      {"hidden_size", "n_embd"},
+      {"num_hidden_layers", "n_layer"},
+      {"num_hidden_layers", "num_layers"},
+      {"num_attention_heads", "n_head"},
+      {"max_position_embeddings", "n_positions"},
+      {"max_position_embeddings", "seq_length"},
+      {"intermediate_size", "n_inner"},
+      {"intermediate_size", "ffn_hidden_size"},
+      {"vocab_size", "padded_vocab_size"},
+      {"rms_norm_eps", "layer_norm_eps"},
+      {"rms_norm_eps", "layer_norm_epsilon"},
+      {"rms_norm_eps", "layernorm_epsilon"},
+      {"hidden_act", "hidden_activation"},
+      {"hidden_act", "activation_function"},
+      {"hidden_act", "activation"},
+  };
+  json out = hf;
+  for (const auto& [canonical, alias] : kAliases)
+    if ((!out.contains(canonical) || out[canonical].is_null()) && out.contains(alias) && !out[alias].is_null())
+      out[canonical] = out[alias];
+  return out;
+}
+
 }  // namespace
 
-Status ReadCommonHfConfig(const json& hf, ModelConfig* c) {
+Status ReadCommonHfConfig(const json& hf_in, ModelConfig* c) {
+  const json hf = WithAliases(hf_in);
   KILN_RETURN_IF_ERROR(Field(hf, "hidden_size", &c->hidden_size, true));
   KILN_RETURN_IF_ERROR(Field(hf, "num_hidden_layers", &c->n_layers, true));
   KILN_RETURN_IF_ERROR(Field(hf, "num_attention_heads", &c->n_heads, true));
