@@ -62,7 +62,7 @@ class Engine {
 
   bool has_tokenizer() const;
   Expected<std::vector<int32_t>> Encode(std::string_view text, bool add_special) const;
-  Expected<std::string> Decode(std::span<const int32_t> ids) const;
+  Expected<std::string> Decode(std::span<const int32_t> ids, bool skip_special = true) const;
 
   int64_t vocab_size() const;
   int32_t bos_id() const;

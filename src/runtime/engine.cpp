@@ -201,9 +201,9 @@ Expected<std::vector<int32_t>> Engine::Encode(std::string_view text, bool add_sp
   return impl_->tokenizer->Encode(text, add_special);
 }
 
-Expected<std::string> Engine::Decode(std::span<const int32_t> ids) const {
+Expected<std::string> Engine::Decode(std::span<const int32_t> ids, bool skip_special) const {
   if (!impl_->tokenizer) return NotFound("this engine has no tokenizer (rebuild with --tokenizer)");
-  return impl_->tokenizer->Decode(ids);
+  return impl_->tokenizer->Decode(ids, skip_special);
 }
 
 int64_t Engine::vocab_size() const { return impl_->model->config().vocab_size; }
