@@ -13,6 +13,18 @@ constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
 bool EndsWithReplacement(const std::string& s) {
   return s.size() >= 3 && std::string_view(s).substr(s.size() - 3) == kReplacement;
 }
+// A token run that still ends in U+FFFD after this many tokens is invalid, not incomplete
+// (a UTF-8 character has at most 4 bytes); emitting then bounds the window.
+constexpr size_t kMaxHeldTokens = 16;
+
+// The part of `full` after `prev`. Decoders are prefix-stable except in rare byte-fallback
+// cases; then resume at the next character boundary so the output stays valid UTF-8.
+std::string Tail(const std::string& full, const std::string& prev) {
+  if (full.compare(0, prev.size(), prev) == 0) return full.substr(prev.size());
+  size_t i = std::min(prev.size(), full.size());
+  while (i < full.size() && (static_cast<unsigned char>(full[i]) & 0xC0) == 0x80) ++i;
+  return full.substr(i);
+}
 }  // namespace
 
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tok, bool skip_special)
@@ -31,8 +43,9 @@ std::string IncrementalDetokenizer::Push(int32_t id) {
   std::span<const int32_t> all(ids_);
   const std::string prev = tok_.Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_);
   const std::string full = tok_.Decode(all.subspan(prefix_offset_), skip_special_);
-  if (full.size() <= prev.size() || EndsWithReplacement(full)) return {};  // wait for more bytes
-  std::string out = full.compare(0, prev.size(), prev) == 0 ? full.substr(prev.size()) : full.substr(std::min(prev.size(), full.size()));
+  const bool held_long = ids_.size() - read_offset_ > kMaxHeldTokens;
+  if (full.size() <= prev.size() || (EndsWithReplacement(full) && !held_long)) return {};  // wait for more bytes
+  std::string out = Tail(full, prev);
   prefix_offset_ = read_offset_;
   read_offset_ = ids_.size();
   return out;
@@ -44,7 +57,7 @@ std::string IncrementalDetokenizer::Flush() {
   const std::string full = tok_.Decode(all.subspan(prefix_offset_), skip_special_);
   prefix_offset_ = read_offset_ = ids_.size();
   if (full.size() <= prev.size()) return {};
-  return full.substr(prev.size());
+  return Tail(full, prev);
 }
 
 }  // namespace kiln

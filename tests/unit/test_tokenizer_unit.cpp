@@ -117,6 +117,24 @@ INSTANTIATE_TEST_SUITE_P(All, TokenizerStreaming, ::testing::ValuesIn(kTokenizer
   return s;
 });
 
+// A long run of byte tokens that never forms UTF-8 streams in bounded windows and still
+// concatenates to the full decode (one U+FFFD per invalid byte token, as HF).
+TEST(TokenizerStreamingBytes, LongInvalidByteRun) {
+  const std::string dir = SharedPath("tokenizers/llama2");
+  if (!Exists(dir)) GTEST_SKIP() << "fixture missing: " << dir;
+  auto t = LoadTokenizer(dir);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  std::vector<int32_t> ids(3000, 3 + 0x80);  // <0x80>: a lone continuation byte
+  ids.push_back(29871);                                        // "▁" ends the byte run
+  for (int32_t b : {0xE4, 0xB8, 0xAD}) ids.push_back(3 + b);  // then a valid 中
+  IncrementalDetokenizer d(**t);
+  std::string streamed;
+  for (int32_t id : ids) streamed += d.Push(id);
+  streamed += d.Flush();
+  EXPECT_EQ(streamed, (*t)->Decode(ids));
+  EXPECT_EQ(streamed.substr(streamed.size() - 3), "中");
+}
+
 TEST(TokenizerErrors, BadInputsAreRejectedWithMessages) {
   auto missing = LoadTokenizer("/nonexistent/tokenizer.json");
   ASSERT_FALSE(missing.ok());
