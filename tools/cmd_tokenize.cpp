@@ -59,8 +59,11 @@ void Tokenize(const TokenizeArgs& a) {
     auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < a.bench; ++i) n_tokens += tok->Encode(text, a.add_special).size();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    nlohmann::json r = {{"bytes", text.size() * a.bench}, {"tokens", n_tokens}, {"seconds", s},
-                        {"mb_per_s", text.size() * a.bench / s / 1e6}, {"tokens_per_s", n_tokens / s}};
+    nlohmann::json r = {{"bytes", text.size() * a.bench},
+                        {"tokens", n_tokens},
+                        {"seconds", s},
+                        {"mb_per_s", text.size() * a.bench / s / 1e6},
+                        {"tokens_per_s", n_tokens / s}};
     std::printf("%s\n", r.dump().c_str());
     return;
   }
@@ -73,8 +76,10 @@ void SetupTokenize(CLI::App& app) {
   cmd->add_option("--tokenizer", args->tokenizer, "Tokenizer folder, engine dir or file")->required();
   cmd->add_option("--text", args->text, "Text to encode");
   cmd->add_option("--file", args->file, "Encode the contents of this file");
-  cmd->add_option("--jsonl", args->jsonl, "Encode each line (a JSON string) of this file; one id array per line");
-  cmd->add_flag("--add-special", args->add_special, "Add BOS/EOS/template tokens as the tokenizer config asks");
+  cmd->add_option("--jsonl", args->jsonl,
+                  "Encode each line (a JSON string) of this file; one id array per line");
+  cmd->add_flag("--add-special", args->add_special,
+                "Add BOS/EOS/template tokens as the tokenizer config asks");
   cmd->add_option("--bench", args->bench, "Encode N times and print the throughput instead of ids");
   cmd->callback([args] { Tokenize(*args); });
 }
@@ -89,7 +94,8 @@ void SetupDetokenize(CLI::App& app) {
   auto* cmd = app.add_subcommand("detokenize", "Decode token ids to text");
   cmd->add_option("--tokenizer", args->tokenizer, "Tokenizer folder, engine dir or file")->required();
   cmd->add_option("--tokens", args->tokens, "Comma-separated token ids");
-  cmd->add_option("--jsonl", args->jsonl, "Decode each line (a JSON array of ids); print one JSON string per line");
+  cmd->add_option("--jsonl", args->jsonl,
+                  "Decode each line (a JSON array of ids); print one JSON string per line");
   cmd->add_flag("--skip-special", args->skip_special, "Drop special tokens");
   cmd->callback([args] {
     auto tok = ValueOrFail(LoadTokenizer(args->tokenizer));
@@ -129,8 +135,10 @@ struct ChatArgs {
 void SetupChatTemplate(CLI::App& app) {
   auto args = std::make_shared<ChatArgs>();
   auto* cmd = app.add_subcommand("chat-template", "Render a chat with the tokenizer's chat template");
-  cmd->add_option("--tokenizer", args->tokenizer, "Tokenizer folder, tokenizer_config.json or .jinja")->required();
-  cmd->add_option("--messages", args->messages, "JSON file: [{\"role\":..., \"content\":...}, ...]")->required();
+  cmd->add_option("--tokenizer", args->tokenizer, "Tokenizer folder, tokenizer_config.json or .jinja")
+      ->required();
+  cmd->add_option("--messages", args->messages, "JSON file: [{\"role\":..., \"content\":...}, ...]")
+      ->required();
   cmd->add_option("--template-name", args->template_name, "Pick a named template (default: \"default\")");
   cmd->add_flag("--no-generation-prompt", args->no_generation_prompt, "Do not open an assistant turn");
   cmd->add_flag("--ids", args->ids, "Print the token ids of the rendering instead of the text");

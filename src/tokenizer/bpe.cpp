@@ -51,7 +51,8 @@ void BpeModel::Tokenize(std::string_view word, std::vector<int32_t>* out) const 
       for (char c : ch) all = all && byte_ids[static_cast<uint8_t>(c)] >= 0;
       if (all) {
         for (int k = 0; k < n; ++k)
-          syms.push_back({static_cast<uint32_t>(i + k), 1, byte_ids[static_cast<uint8_t>(ch[k])], 0, 0, true});
+          syms.push_back(
+              {static_cast<uint32_t>(i + k), 1, byte_ids[static_cast<uint8_t>(ch[k])], 0, 0, true});
         i += n;
         continue;
       }

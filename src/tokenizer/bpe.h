@@ -22,16 +22,14 @@ class BpeModel {
   std::vector<std::string> pieces;                 // id -> piece ("" for holes)
   std::vector<float> scores;                       // kScores: id -> score
   int32_t unk_id = -1;
-  bool byte_fallback = false;  // unknown characters become <0xXX> pieces
-  bool fuse_unk = false;       // consecutive unknowns collapse into one unk
-  bool ignore_merges = false;  // a word that is itself a piece is emitted whole
+  bool byte_fallback = false;           // unknown characters become <0xXX> pieces
+  bool fuse_unk = false;                // consecutive unknowns collapse into one unk
+  bool ignore_merges = false;           // a word that is itself a piece is emitted whole
   std::array<int32_t, 256> byte_ids{};  // id of "<0xXX>" or -1
 
   // Builds byte_ids from the vocabulary; call after vocab/pieces are filled.
   void Finish();
-  void AddMerge(int32_t a, int32_t b, int32_t rank, int32_t result) {
-    merges_[Key(a, b)] = {rank, result};
-  }
+  void AddMerge(int32_t a, int32_t b, int32_t rank, int32_t result) { merges_[Key(a, b)] = {rank, result}; }
   size_t num_merges() const { return merges_.size(); }
   int32_t Lookup(std::string_view piece) const {
     auto it = vocab.find(std::string(piece));

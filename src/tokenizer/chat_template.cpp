@@ -32,7 +32,8 @@ Expected<std::string> PickTemplate(const json& ct, const std::string& name, cons
 json SpecialsFrom(const json& cfg) {
   json s = json::object();
   if (!cfg.is_object()) return s;
-  for (const char* k : {"bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"}) {
+  for (const char* k :
+       {"bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"}) {
     std::string v = tok::TokenContent(cfg.value(k, json()));
     if (!v.empty()) s[k] = v;
   }

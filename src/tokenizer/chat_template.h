@@ -29,7 +29,8 @@ struct ChatTemplateOptions {
 class ChatTemplate {
  public:
   // `special_tokens`: bos_token, eos_token, unk_token, pad_token ... as strings.
-  static Expected<ChatTemplate> Create(const std::string& source, nlohmann::json special_tokens = nlohmann::json::object());
+  static Expected<ChatTemplate> Create(const std::string& source,
+                                       nlohmann::json special_tokens = nlohmann::json::object());
   // From a folder (chat_template.jinja, chat_template.json, tokenizer_config.json, in that order),
   // or a file (*.jinja, chat_template.json, tokenizer_config.json). `name` picks one of several
   // named templates ("default" when empty). Special tokens come from tokenizer_config.json.
@@ -39,7 +40,8 @@ class ChatTemplate {
   // back as an InvalidArgument status carrying the template's message.
   // Pass ordered_json (e.g. nlohmann::ordered_json::parse(request_body)) to keep key order in
   // tojson output; nlohmann::json sorts keys.
-  Expected<std::string> Render(const nlohmann::ordered_json& messages, const ChatTemplateOptions& opt = {}) const;
+  Expected<std::string> Render(const nlohmann::ordered_json& messages,
+                               const ChatTemplateOptions& opt = {}) const;
   Expected<std::string> Render(const nlohmann::json& messages, const ChatTemplateOptions& opt = {}) const {
     return Render(nlohmann::ordered_json::parse(messages.dump()), opt);
   }

@@ -18,7 +18,8 @@ Expected<json> ReadJsonFile(const std::string& path) {
 
 std::string TokenContent(const json& v) {
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string())
+    return v["content"].get<std::string>();
   return {};
 }
 
@@ -54,7 +55,8 @@ Status ApplyTransformersConfig(const json& cfg, const json& gen, PipelineSpec* s
           return Corrupt("tokenizer_config.json: added_tokens_decoder key '" + it.key() + "' is not an id");
         }
         const json& t = it.value();
-        bool known = std::any_of(spec->added.begin(), spec->added.end(), [&](const AddedToken& a) { return a.id == id; });
+        bool known = std::any_of(spec->added.begin(), spec->added.end(),
+                                 [&](const AddedToken& a) { return a.id == id; });
         if (known) continue;
         AddedToken a;
         a.id = id;

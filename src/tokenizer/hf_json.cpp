@@ -23,7 +23,8 @@ int Int(const json& j, const char* key, int dflt) {
 }
 
 // {"String": "x"} or {"Regex": "..."}: literal or compiled regex.
-Status ParsePattern(const json& p, const std::string& where, std::string* literal, std::shared_ptr<Regex>* regex) {
+Status ParsePattern(const json& p, const std::string& where, std::string* literal,
+                    std::shared_ptr<Regex>* regex) {
   if (p.is_object() && p.contains("String") && p["String"].is_string()) {
     *literal = p["String"].get<std::string>();
     return {};
@@ -43,18 +44,26 @@ Status ParseNormalizer(const json& j, const std::string& src, std::vector<Normal
   const std::string type = Str(j, "type");
   const std::string where = src + ": normalizer " + type;
   if (type == "Sequence") {
-    for (const json& n : j.value("normalizers", json::array())) KILN_RETURN_IF_ERROR(ParseNormalizer(n, src, out));
+    for (const json& n : j.value("normalizers", json::array()))
+      KILN_RETURN_IF_ERROR(ParseNormalizer(n, src, out));
     return {};
   }
   NormalizerOp op{};
-  if (type == "NFC") op.kind = NormalizerOp::kNfc;
-  else if (type == "NFD") op.kind = NormalizerOp::kNfd;
-  else if (type == "NFKC") op.kind = NormalizerOp::kNfkc;
-  else if (type == "NFKD") op.kind = NormalizerOp::kNfkd;
-  else if (type == "Lowercase") op.kind = NormalizerOp::kLowercase;
-  else if (type == "Prepend") op.kind = NormalizerOp::kPrepend, op.a = Str(j, "prepend");
+  if (type == "NFC")
+    op.kind = NormalizerOp::kNfc;
+  else if (type == "NFD")
+    op.kind = NormalizerOp::kNfd;
+  else if (type == "NFKC")
+    op.kind = NormalizerOp::kNfkc;
+  else if (type == "NFKD")
+    op.kind = NormalizerOp::kNfkd;
+  else if (type == "Lowercase")
+    op.kind = NormalizerOp::kLowercase;
+  else if (type == "Prepend")
+    op.kind = NormalizerOp::kPrepend, op.a = Str(j, "prepend");
   else if (type == "Strip")
-    op.kind = NormalizerOp::kStrip, op.left = Bool(j, "strip_left", true), op.right = Bool(j, "strip_right", true);
+    op.kind = NormalizerOp::kStrip, op.left = Bool(j, "strip_left", true),
+    op.right = Bool(j, "strip_right", true);
   else if (type == "Replace") {
     op.kind = NormalizerOp::kReplace;
     op.b = Str(j, "content");
@@ -92,12 +101,18 @@ Status ParsePreTokenizer(const json& j, const std::string& src, std::vector<PreT
     op.kind = PreTokOp::kSplit;
     KILN_RETURN_IF_ERROR(ParsePattern(j.value("pattern", json()), where, &op.literal, &op.regex));
     const std::string b = Str(j, "behavior", "Isolated");
-    if (b == "Removed") op.behavior = SplitBehavior::kRemoved;
-    else if (b == "Isolated") op.behavior = SplitBehavior::kIsolated;
-    else if (b == "MergedWithPrevious") op.behavior = SplitBehavior::kMergedWithPrevious;
-    else if (b == "MergedWithNext") op.behavior = SplitBehavior::kMergedWithNext;
-    else if (b == "Contiguous") op.behavior = SplitBehavior::kContiguous;
-    else return Corrupt(where + ": unknown behavior '" + b + "'");
+    if (b == "Removed")
+      op.behavior = SplitBehavior::kRemoved;
+    else if (b == "Isolated")
+      op.behavior = SplitBehavior::kIsolated;
+    else if (b == "MergedWithPrevious")
+      op.behavior = SplitBehavior::kMergedWithPrevious;
+    else if (b == "MergedWithNext")
+      op.behavior = SplitBehavior::kMergedWithNext;
+    else if (b == "Contiguous")
+      op.behavior = SplitBehavior::kContiguous;
+    else
+      return Corrupt(where + ": unknown behavior '" + b + "'");
     op.invert = Bool(j, "invert", false);
   } else if (type == "ByteLevel") {
     op.kind = PreTokOp::kByteLevel;
@@ -177,7 +192,8 @@ Status ParsePostProcessor(const json& j, const std::string& src, PipelineSpec* s
   const std::string type = Str(j, "type");
   const std::string where = src + ": post_processor " + type;
   if (type == "Sequence") {
-    for (const json& n : j.value("processors", json::array())) KILN_RETURN_IF_ERROR(ParsePostProcessor(n, src, spec));
+    for (const json& n : j.value("processors", json::array()))
+      KILN_RETURN_IF_ERROR(ParsePostProcessor(n, src, spec));
     return {};
   }
   if (type == "ByteLevel") return {};
@@ -194,7 +210,8 @@ Status ParsePostProcessor(const json& j, const std::string& src, PipelineSpec* s
       auto it = specials.find(name);
       if (it == specials.end() || !it->contains("ids") || !(*it)["ids"].is_array())
         return Corrupt(where + ": special token '" + name + "' has no ids");
-      for (const json& id : (*it)["ids"]) (after ? spec->suffix_ids : spec->prefix_ids).push_back(id.get<int32_t>());
+      for (const json& id : (*it)["ids"])
+        (after ? spec->suffix_ids : spec->prefix_ids).push_back(id.get<int32_t>());
     }
     return {};
   }
@@ -220,7 +237,8 @@ Status ParseBpeModel(const json& m, const std::string& src, BpeModel* model) {
   model->mode = BpeModel::Mode::kMergeRanks;
   model->vocab.reserve(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) return Corrupt(src + ": model.vocab['" + it.key() + "'] is not an id");
+    if (!it.value().is_number_integer())
+      return Corrupt(src + ": model.vocab['" + it.key() + "'] is not an id");
     int64_t id = it.value().get<int64_t>();
     if (id < 0 || id > (1 << 24)) return Corrupt(src + ": model.vocab['" + it.key() + "'] id out of range");
     if (static_cast<size_t>(id) >= model->pieces.size()) model->pieces.resize(id + 1);
@@ -272,7 +290,8 @@ Expected<PipelineSpec> SpecFromTokenizerJson(const json& j, const std::string& s
     AddedToken a;
     a.content = Str(t, "content");
     a.id = Int(t, "id", -1);
-    if (a.id < 0 || a.content.empty()) return Corrupt(src + ": added token " + t.dump() + " lacks id/content");
+    if (a.id < 0 || a.content.empty())
+      return Corrupt(src + ": added token " + t.dump() + " lacks id/content");
     a.special = Bool(t, "special", false);
     a.lstrip = Bool(t, "lstrip", false);
     a.rstrip = Bool(t, "rstrip", false);

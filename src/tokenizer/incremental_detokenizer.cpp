@@ -41,10 +41,12 @@ void IncrementalDetokenizer::SetPrompt(std::span<const int32_t> prompt_ids) {
 std::string IncrementalDetokenizer::Push(int32_t id) {
   ids_.push_back(id);
   std::span<const int32_t> all(ids_);
-  const std::string prev = tok_.Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_);
+  const std::string prev =
+      tok_.Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_);
   const std::string full = tok_.Decode(all.subspan(prefix_offset_), skip_special_);
   const bool held_long = ids_.size() - read_offset_ > kMaxHeldTokens;
-  if (full.size() <= prev.size() || (EndsWithReplacement(full) && !held_long)) return {};  // wait for more bytes
+  if (full.size() <= prev.size() || (EndsWithReplacement(full) && !held_long))
+    return {};  // wait for more bytes
   std::string out = Tail(full, prev);
   prefix_offset_ = read_offset_;
   read_offset_ = ids_.size();
@@ -53,7 +55,8 @@ std::string IncrementalDetokenizer::Push(int32_t id) {
 
 std::string IncrementalDetokenizer::Flush() {
   std::span<const int32_t> all(ids_);
-  const std::string prev = tok_.Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_);
+  const std::string prev =
+      tok_.Decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_);
   const std::string full = tok_.Decode(all.subspan(prefix_offset_), skip_special_);
   prefix_offset_ = read_offset_ = ids_.size();
   if (full.size() <= prev.size()) return {};

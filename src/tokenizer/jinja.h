@@ -23,7 +23,7 @@ inline constexpr const char* kNamespaceKey = "\x01namespace";
 inline constexpr const char* kMacroKey = "\x01macro";
 
 struct Limits {
-  int max_depth = 64;                   // nested expressions / statements / calls
+  int max_depth = 64;                     // nested expressions / statements / calls
   int64_t max_loop_iterations = 1000000;  // summed over all loops of one render
   size_t max_output_bytes = 8u << 20;
   size_t max_template_bytes = 1u << 20;
@@ -31,7 +31,19 @@ struct Limits {
 
 // ---- tokens ----
 struct Token {
-  enum Kind { kText, kVarBegin, kVarEnd, kBlockBegin, kBlockEnd, kName, kString, kInt, kFloat, kOp, kEnd } kind;
+  enum Kind {
+    kText,
+    kVarBegin,
+    kVarEnd,
+    kBlockBegin,
+    kBlockEnd,
+    kName,
+    kString,
+    kInt,
+    kFloat,
+    kOp,
+    kEnd
+  } kind;
   std::string text;  // text, name, string value, op spelling
   int64_t i = 0;
   double f = 0;
@@ -43,7 +55,21 @@ Expected<std::vector<Token>> Lex(const std::string& source);
 struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
 struct Expr {
-  enum Kind { kLiteral, kName, kList, kDict, kAttr, kIndex, kSlice, kCall, kFilter, kTest, kUnary, kBinary, kCond };
+  enum Kind {
+    kLiteral,
+    kName,
+    kList,
+    kDict,
+    kAttr,
+    kIndex,
+    kSlice,
+    kCall,
+    kFilter,
+    kTest,
+    kUnary,
+    kBinary,
+    kCond
+  };
   Kind kind;
   int line = 0;
   Value literal;
@@ -59,8 +85,8 @@ struct Stmt {
   enum Kind { kText, kOutput, kIf, kFor, kSet, kBreak, kContinue, kBlock, kMacro };
   Kind kind;
   int line = 0;
-  std::string text;                 // kText
-  ExprPtr expr;                     // kOutput, kSet value, kFor iterable
+  std::string text;                                // kText
+  ExprPtr expr;                                    // kOutput, kSet value, kFor iterable
   std::vector<std::pair<ExprPtr, Body>> branches;  // kIf (null condition = else)
   std::vector<std::string> targets;  // kFor loop variables; kSet: [name] or [namespace, attribute];
                                      // kMacro: [name, params...]
@@ -82,8 +108,8 @@ struct RenderOptions {
 Expected<std::string> Render(const Template& t, const Value& context, const RenderOptions& opt);
 
 // Python-compatible printing, used by output and filters.
-std::string PyStr(const Value& v);                 // str(x)
-std::string PyRepr(const Value& v);                // repr(x)
+std::string PyStr(const Value& v);                    // str(x)
+std::string PyRepr(const Value& v);                   // repr(x)
 std::string PyJsonDumps(const Value& v, int indent);  // json.dumps(x, ensure_ascii=False, indent)
 bool Truthy(const Value& v);
 

@@ -100,11 +100,13 @@ Value GetAttr(const Value& v, const std::string& path) {
   while (pos <= path.size()) {
     size_t dot = path.find('.', pos);
     std::string part = path.substr(pos, dot == std::string::npos ? std::string::npos : dot - pos);
-    if (cur.is_object() && cur.contains(part)) cur = Value(cur[part]);
+    if (cur.is_object() && cur.contains(part))
+      cur = Value(cur[part]);
     else if (cur.is_array() && !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit) &&
              std::stoul(part) < cur.size())
       cur = Value(cur[std::stoul(part)]);
-    else return Undefined();
+    else
+      return Undefined();
     if (dot == std::string::npos) break;
     pos = dot + 1;
   }
@@ -116,7 +118,8 @@ int Compare(const Value& a, const Value& b) {
     double x = a.get<double>(), y = b.get<double>();
     return x < y ? -1 : x > y ? 1 : 0;
   }
-  if (a.is_string() && b.is_string()) return a.get<std::string>().compare(b.get<std::string>()) < 0 ? -1 : a == b ? 0 : 1;
+  if (a.is_string() && b.is_string())
+    return a.get<std::string>().compare(b.get<std::string>()) < 0 ? -1 : a == b ? 0 : 1;
   return 0;
 }
 
@@ -124,13 +127,27 @@ void JsonString(const std::string& s, std::string* out) {
   *out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': *out += "\\\""; break;
-      case '\\': *out += "\\\\"; break;
-      case '\n': *out += "\\n"; break;
-      case '\r': *out += "\\r"; break;
-      case '\t': *out += "\\t"; break;
-      case '\b': *out += "\\b"; break;
-      case '\f': *out += "\\f"; break;
+      case '"':
+        *out += "\\\"";
+        break;
+      case '\\':
+        *out += "\\\\";
+        break;
+      case '\n':
+        *out += "\\n";
+        break;
+      case '\r':
+        *out += "\\r";
+        break;
+      case '\t':
+        *out += "\\t";
+        break;
+      case '\b':
+        *out += "\\b";
+        break;
+      case '\f':
+        *out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -219,16 +236,22 @@ std::string PyRepr(const Value& v) {
     char q = (s.find('\'') != std::string::npos && s.find('"') == std::string::npos) ? '"' : '\'';
     std::string out(1, q);
     for (unsigned char c : s) {
-      if (c == '\\') out += "\\\\";
-      else if (c == static_cast<unsigned char>(q)) out += std::string("\\") + q;
-      else if (c == '\n') out += "\\n";
-      else if (c == '\r') out += "\\r";
-      else if (c == '\t') out += "\\t";
+      if (c == '\\')
+        out += "\\\\";
+      else if (c == static_cast<unsigned char>(q))
+        out += std::string("\\") + q;
+      else if (c == '\n')
+        out += "\\n";
+      else if (c == '\r')
+        out += "\\r";
+      else if (c == '\t')
+        out += "\\t";
       else if (c < 0x20 || c == 0x7F) {
         char buf[8];
         std::snprintf(buf, sizeof buf, "\\x%02x", c);
         out += buf;
-      } else out += static_cast<char>(c);
+      } else
+        out += static_cast<char>(c);
     }
     return out + q;
   }
@@ -321,7 +344,8 @@ Expected<bool> ApplyTest(const std::string& n, const Value& v, const std::vector
   return TypeErr("unknown test '" + n + "'");
 }
 
-Expected<Value> ApplyFilter(const std::string& n, const Value& v, const std::vector<Value>& args, const KwArgs& kw) {
+Expected<Value> ApplyFilter(const std::string& n, const Value& v, const std::vector<Value>& args,
+                            const KwArgs& kw) {
   const Value* a0 = args.empty() ? nullptr : &args[0];
   if (n == "trim" || n == "strip") {
     if (!v.is_string()) return Value(PyStr(v));
@@ -382,7 +406,8 @@ Expected<Value> ApplyFilter(const std::string& n, const Value& v, const std::vec
   if (n == "dictsort") {
     Value it = Items(v);
     std::vector<Value> xs(it.begin(), it.end());
-    std::stable_sort(xs.begin(), xs.end(), [](const Value& a, const Value& b) { return Compare(a[0], b[0]) < 0; });
+    std::stable_sort(xs.begin(), xs.end(),
+                     [](const Value& a, const Value& b) { return Compare(a[0], b[0]) < 0; });
     return Value(xs);
   }
   if (n == "selectattr" || n == "rejectattr" || n == "select" || n == "reject") {
@@ -425,7 +450,8 @@ Expected<Value> ApplyFilter(const std::string& n, const Value& v, const std::vec
   if (n == "unique") {
     Value out = Value::array();
     for (const Value& x : ToList(v))
-      if (!std::any_of(out.begin(), out.end(), [&](const Value& y) { return PyEqual(x, y); })) out.push_back(x);
+      if (!std::any_of(out.begin(), out.end(), [&](const Value& y) { return PyEqual(x, y); }))
+        out.push_back(x);
     return out;
   }
   if (n == "reverse") {
@@ -475,14 +501,16 @@ Expected<Value> ApplyFilter(const std::string& n, const Value& v, const std::vec
   }
   if (n == "int" || n == "float") {
     double d = 0;
-    if (v.is_number()) d = v.get<double>();
+    if (v.is_number())
+      d = v.get<double>();
     else if (v.is_string()) {
       try {
         d = std::stod(v.get<std::string>());
       } catch (...) {
         d = 0;
       }
-    } else if (v.is_boolean()) d = v.get<bool>();
+    } else if (v.is_boolean())
+      d = v.get<bool>();
     if (n == "int") return Value(static_cast<int64_t>(d));
     return Value(d);
   }
@@ -494,7 +522,9 @@ Expected<Value> ApplyFilter(const std::string& n, const Value& v, const std::vec
   if (n == "indent") {
     const Value* w = Arg(args, kw, 0, "width");
     const Value* first = Arg(args, kw, 1, "first");
-    std::string pad = w && w->is_string() ? w->get<std::string>() : std::string(w && w->is_number_integer() ? w->get<size_t>() : 4, ' ');
+    std::string pad = w && w->is_string()
+                          ? w->get<std::string>()
+                          : std::string(w && w->is_number_integer() ? w->get<size_t>() : 4, ' ');
     std::string s = PyStr(v), out;
     bool line_start = first && Truthy(*first);
     for (char c : s) {
@@ -508,12 +538,18 @@ Expected<Value> ApplyFilter(const std::string& n, const Value& v, const std::vec
   if (n == "escape" || n == "e") {
     std::string out;
     for (char c : PyStr(v)) {
-      if (c == '&') out += "&amp;";
-      else if (c == '<') out += "&lt;";
-      else if (c == '>') out += "&gt;";
-      else if (c == '"') out += "&#34;";
-      else if (c == '\'') out += "&#39;";
-      else out += c;
+      if (c == '&')
+        out += "&amp;";
+      else if (c == '<')
+        out += "&lt;";
+      else if (c == '>')
+        out += "&gt;";
+      else if (c == '"')
+        out += "&#34;";
+      else if (c == '\'')
+        out += "&#39;";
+      else
+        out += c;
     }
     return Value(out);
   }
@@ -521,7 +557,8 @@ Expected<Value> ApplyFilter(const std::string& n, const Value& v, const std::vec
   return TypeErr("unknown filter '" + n + "'");
 }
 
-Expected<Value> CallMethod(const Value& obj, const std::string& n, const std::vector<Value>& args, const KwArgs& kw) {
+Expected<Value> CallMethod(const Value& obj, const std::string& n, const std::vector<Value>& args,
+                           const KwArgs& kw) {
   const Value* a0 = args.empty() ? nullptr : &args[0];
   if (obj.is_string()) {
     const std::string& s = obj.get_ref<const std::string&>();
@@ -532,11 +569,13 @@ Expected<Value> CallMethod(const Value& obj, const std::string& n, const std::ve
     if (n == "title" || n == "capitalize") return ApplyFilter(n, obj, {}, {});
     if (n == "startswith" || n == "endswith") {
       if (!a0) return TypeErr(n + " needs an argument");
-      std::vector<Value> cands = a0->is_array() ? std::vector<Value>(a0->begin(), a0->end()) : std::vector<Value>{*a0};
+      std::vector<Value> cands =
+          a0->is_array() ? std::vector<Value>(a0->begin(), a0->end()) : std::vector<Value>{*a0};
       for (const Value& c : cands) {
         std::string p = PyStr(c);
-        bool hit = n == "startswith" ? s.compare(0, p.size(), p) == 0
-                                     : s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+        bool hit = n == "startswith"
+                       ? s.compare(0, p.size(), p) == 0
+                       : s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
         if (hit) return Value(true);
       }
       return Value(false);
@@ -551,7 +590,8 @@ Expected<Value> CallMethod(const Value& obj, const std::string& n, const std::ve
           while (i < s.size() && IsPyspace(s[i])) ++i;
           if (i >= s.size()) break;
           size_t j = i;
-          if (maxsplit >= 0 && static_cast<int64_t>(out.size()) >= maxsplit) j = s.size();
+          if (maxsplit >= 0 && static_cast<int64_t>(out.size()) >= maxsplit)
+            j = s.size();
           else
             while (j < s.size() && !IsPyspace(s[j])) ++j;
           out.push_back(s.substr(i, j - i));
@@ -564,14 +604,17 @@ Expected<Value> CallMethod(const Value& obj, const std::string& n, const std::ve
       size_t pos = 0;
       while (true) {
         size_t hit = s.find(sep, pos);
-        if (hit == std::string::npos || (maxsplit >= 0 && static_cast<int64_t>(out.size()) >= maxsplit)) break;
+        if (hit == std::string::npos || (maxsplit >= 0 && static_cast<int64_t>(out.size()) >= maxsplit))
+          break;
         out.push_back(s.substr(pos, hit - pos));
         pos = hit + sep.size();
       }
       out.push_back(s.substr(pos));
       return out;
     }
-    if (n == "find") return Value(a0 ? static_cast<int64_t>(s.find(PyStr(*a0)) == std::string::npos ? -1 : s.find(PyStr(*a0))) : -1);
+    if (n == "find")
+      return Value(
+          a0 ? static_cast<int64_t>(s.find(PyStr(*a0)) == std::string::npos ? -1 : s.find(PyStr(*a0))) : -1);
     if (n == "count") {
       std::string p = a0 ? PyStr(*a0) : "";
       int64_t c = 0;

@@ -119,14 +119,16 @@ class Evaluator {
     out_.swap(saved);
     --call_depth_;
     if (!st.ok()) return st;
-    if (out_.size() + text.size() > opt_.limits.max_output_bytes) return Err(line, "output exceeds the limit");
+    if (out_.size() + text.size() > opt_.limits.max_output_bytes)
+      return Err(line, "output exceeds the limit");
     return text;
   }
 
   Expected<Value> CallMacro(const Stmt& m, std::vector<Value> args, const KwArgs& kw, int line) {
     Value scope = Value::object();
     const size_t np = m.targets.size() - 1;
-    if (args.size() > np) return Err(line, "macro '" + m.targets[0] + "' takes " + std::to_string(np) + " arguments");
+    if (args.size() > np)
+      return Err(line, "macro '" + m.targets[0] + "' takes " + std::to_string(np) + " arguments");
     for (size_t k = 0; k < np; ++k) {
       const std::string& p = m.targets[k + 1];
       if (k < args.size()) {
@@ -189,10 +191,11 @@ class Evaluator {
     for (int64_t i = 0; i < n; ++i) {
       if (++iterations_ > opt_.limits.max_loop_iterations) {
         scopes_.pop_back();
-        return Err(s.line, "more than " + std::to_string(opt_.limits.max_loop_iterations) + " loop iterations");
+        return Err(s.line,
+                   "more than " + std::to_string(opt_.limits.max_loop_iterations) + " loop iterations");
       }
       KILN_RETURN_IF_ERROR(bind(items[i]));
-      Value loop = {{"index", i + 1}, {"index0", i}, {"revindex", n - i}, {"revindex0", n - i - 1},
+      Value loop = {{"index", i + 1},  {"index0", i},        {"revindex", n - i}, {"revindex0", n - i - 1},
                     {"first", i == 0}, {"last", i == n - 1}, {"length", n}};
       loop["previtem"] = i > 0 ? items[i - 1] : Undefined();
       loop["nextitem"] = i + 1 < n ? items[i + 1] : Undefined();
@@ -257,9 +260,13 @@ class Evaluator {
     }
     if (n == "range") {
       int64_t a = 0, b = 0, step = 1;
-      auto num = [&](size_t i) { return args[i].is_number() ? static_cast<int64_t>(args[i].get<double>()) : 0; };
-      if (args.size() == 1) b = num(0);
-      else if (args.size() >= 2) a = num(0), b = num(1);
+      auto num = [&](size_t i) {
+        return args[i].is_number() ? static_cast<int64_t>(args[i].get<double>()) : 0;
+      };
+      if (args.size() == 1)
+        b = num(0);
+      else if (args.size() >= 2)
+        a = num(0), b = num(1);
       if (args.size() >= 3) step = num(2);
       if (step == 0) return Err(e.line, "range() step must not be zero");
       Value out = Value::array();
@@ -310,14 +317,16 @@ class Evaluator {
         int r = a.get<std::string>().compare(b.get<std::string>());
         c = r < 0 ? -1 : r > 0 ? 1 : 0;
       } else {
-        return Err(e.line, "cannot compare " + std::string(a.type_name()) + " and " + b.type_name() + " with " + op);
+        return Err(e.line,
+                   "cannot compare " + std::string(a.type_name()) + " and " + b.type_name() + " with " + op);
       }
       bool r = op == "<" ? c < 0 : op == ">" ? c > 0 : op == "<=" ? c <= 0 : c >= 0;
       return Value(r);
     }
     if (op == "+") {
       if (a.is_string() && b.is_string()) {
-        if (a.get_ref<const std::string&>().size() + b.get_ref<const std::string&>().size() > opt_.limits.max_output_bytes)
+        if (a.get_ref<const std::string&>().size() + b.get_ref<const std::string&>().size() >
+            opt_.limits.max_output_bytes)
           return Err(e.line, "string too long");
         return Value(a.get<std::string>() + b.get<std::string>());
       }
@@ -333,7 +342,8 @@ class Evaluator {
       if (op == "+") return ints ? Value(a.get<int64_t>() + b.get<int64_t>()) : Value(x + y);
       if (op == "-") return ints ? Value(a.get<int64_t>() - b.get<int64_t>()) : Value(x - y);
       if (op == "*") return ints ? Value(a.get<int64_t>() * b.get<int64_t>()) : Value(x * y);
-      if (op == "**") return ints && y >= 0 ? Value(static_cast<int64_t>(std::pow(x, y))) : Value(std::pow(x, y));
+      if (op == "**")
+        return ints && y >= 0 ? Value(static_cast<int64_t>(std::pow(x, y))) : Value(std::pow(x, y));
       if (y == 0 && (op == "/" || op == "//" || op == "%")) return Err(e.line, "division by zero");
       if (op == "/") return Value(x / y);
       if (op == "//") return ints ? Value(static_cast<int64_t>(std::floor(x / y))) : Value(std::floor(x / y));
@@ -348,13 +358,15 @@ class Evaluator {
     }
     if (op == "*" && a.is_string() && b.is_number_integer()) {
       int64_t k = b.get<int64_t>();
-      if (k > 0 && a.get_ref<const std::string&>().size() * static_cast<size_t>(k) > opt_.limits.max_output_bytes)
+      if (k > 0 &&
+          a.get_ref<const std::string&>().size() * static_cast<size_t>(k) > opt_.limits.max_output_bytes)
         return Err(e.line, "string too long");
       std::string r;
       for (int64_t i = 0; i < k; ++i) r += a.get<std::string>();
       return Value(r);
     }
-    return Err(e.line, "unsupported operand types for " + op + ": " + a.type_name() + " and " + b.type_name());
+    return Err(e.line,
+               "unsupported operand types for " + op + ": " + a.type_name() + " and " + b.type_name());
   }
 
   Expected<Value> Index(const Value& obj, const Value& key, int line) {
@@ -414,8 +426,10 @@ class Evaluator {
     std::string s;
     Value arr = Value::array();
     for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-      if (is_str) s += items[i].get<std::string>();
-      else arr.push_back(items[i]);
+      if (is_str)
+        s += items[i].get<std::string>();
+      else
+        arr.push_back(items[i]);
     }
     return is_str ? Value(s) : arr;
   }

@@ -16,7 +16,9 @@ struct Lexer {
   int line = 1;
   std::vector<Token> out;
 
-  Status Err(const std::string& m) const { return InvalidArgument("chat template line " + std::to_string(line) + ": " + m); }
+  Status Err(const std::string& m) const {
+    return InvalidArgument("chat template line " + std::to_string(line) + ": " + m);
+  }
 
   void Advance(size_t n) {
     for (size_t k = 0; k < n && pos < s.size(); ++k, ++pos)
@@ -49,13 +51,28 @@ struct Lexer {
           if (s[p] == '\\' && p + 1 < s.size()) {
             char e = s[p + 1];
             switch (e) {
-              case 'n': v += '\n'; break;
-              case 't': v += '\t'; break;
-              case 'r': v += '\r'; break;
-              case '\\': v += '\\'; break;
-              case '\'': v += '\''; break;
-              case '"': v += '"'; break;
-              default: v += '\\'; v += e; break;
+              case 'n':
+                v += '\n';
+                break;
+              case 't':
+                v += '\t';
+                break;
+              case 'r':
+                v += '\r';
+                break;
+              case '\\':
+                v += '\\';
+                break;
+              case '\'':
+                v += '\'';
+                break;
+              case '"':
+                v += '"';
+                break;
+              default:
+                v += '\\';
+                v += e;
+                break;
             }
             p += 2;
           } else {
@@ -79,8 +96,10 @@ struct Lexer {
         std::erase(num, '_');
         Token t{is_float ? Token::kFloat : Token::kInt, num, 0, 0, line};
         try {
-          if (is_float) t.f = std::stod(num);
-          else t.i = std::stoll(num);
+          if (is_float)
+            t.f = std::stod(num);
+          else
+            t.i = std::stoll(num);
         } catch (...) {
           return Err("bad number '" + num + "'");
         }
@@ -95,8 +114,9 @@ struct Lexer {
         Advance(p - pos);
         continue;
       }
-      static const char* const kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "<", ">",
-                                         "=", "(", ")", "[", "]", "{", "}", ",", ".", ":", "|"};
+      static const char* const kOps[] = {"//", "**", "==", "!=", "<=", ">=", "+", "-", "*",
+                                         "/",  "%",  "~",  "<",  ">",  "=",  "(", ")", "[",
+                                         "]",  "{",  "}",  ",",  ".",  ":",  "|"};
       bool matched = false;
       for (const char* op : kOps) {
         size_t n = std::char_traits<char>::length(op);
@@ -136,7 +156,8 @@ struct Lexer {
           bool line_start = nl != std::string::npos || pos == 0 || s[pos - 1] == '\n';
           size_t from = nl == std::string::npos ? 0 : nl + 1;
           bool only_ws = true;
-          for (size_t k = from; k < text.size(); ++k) only_ws = only_ws && (text[k] == ' ' || text[k] == '\t');
+          for (size_t k = from; k < text.size(); ++k)
+            only_ws = only_ws && (text[k] == ' ' || text[k] == '\t');
           if (line_start && only_ws) text.erase(from);
         }
       }
@@ -145,8 +166,10 @@ struct Lexer {
         while (k < text.size() && IsSpace(text[k])) ++k;
         text.erase(0, k);
       } else if (trim_next) {
-        if (text.rfind("\r\n", 0) == 0) text.erase(0, 2);
-        else if (!text.empty() && text[0] == '\n') text.erase(0, 1);
+        if (text.rfind("\r\n", 0) == 0)
+          text.erase(0, 2);
+        else if (!text.empty() && text[0] == '\n')
+          text.erase(0, 1);
       }
       strip_next = trim_next = false;
       if (open == std::string::npos) {

@@ -167,8 +167,10 @@ class Parser {
           KILN_ASSIGN_OR_RETURN(dflt, ParseExpr());
         }
         s.defaults.push_back(std::move(dflt));
-        if (IsOp(",")) ++p_;
-        else if (!IsOp(")")) return Err("expected ',' or ')' in macro parameters");
+        if (IsOp(","))
+          ++p_;
+        else if (!IsOp(")"))
+          return Err("expected ',' or ')' in macro parameters");
       }
       ++p_;
       KILN_RETURN_IF_ERROR(EndTag());
@@ -341,8 +343,10 @@ class Parser {
         KILN_ASSIGN_OR_RETURN(ExprPtr v, ParseExpr());
         e->args.push_back(std::move(v));
       }
-      if (IsOp(",")) ++p_;
-      else if (!IsOp(")")) return Err("expected ',' or ')' in call");
+      if (IsOp(","))
+        ++p_;
+      else if (!IsOp(")"))
+        return Err("expected ',' or ')' in call");
     }
     ++p_;
     return {};
@@ -409,7 +413,8 @@ class Parser {
         if (IsOp("(")) {
           ++p_;
           KILN_RETURN_IF_ERROR(ParseCallArgs(t.get()));
-        } else if (Peek().kind == Token::kString || Peek().kind == Token::kInt || Peek().kind == Token::kFloat ||
+        } else if (Peek().kind == Token::kString || Peek().kind == Token::kInt ||
+                   Peek().kind == Token::kFloat ||
                    (Peek().kind == Token::kName && !IsName("and") && !IsName("or") && !IsName("if") &&
                     !IsName("else") && !IsName("not") && !IsName("in") && !IsName("is"))) {
           KILN_ASSIGN_OR_RETURN(ExprPtr arg, ParsePrimary());  // "is equalto 'x'", "is divisibleby 3"
@@ -435,8 +440,10 @@ class Parser {
     }
     if (tk.kind == Token::kInt || tk.kind == Token::kFloat) {
       ExprPtr e = Make(Expr::kLiteral, line);
-      if (tk.kind == Token::kInt) e->literal = tk.i;
-      else e->literal = tk.f;
+      if (tk.kind == Token::kInt)
+        e->literal = tk.i;
+      else
+        e->literal = tk.f;
       ++p_;
       return e;
     }
@@ -444,9 +451,12 @@ class Parser {
       ++p_;
       ExprPtr e = Make(Expr::kLiteral, line);
       const std::string& n = tk.text;
-      if (n == "true" || n == "True") e->literal = true;
-      else if (n == "false" || n == "False") e->literal = false;
-      else if (n == "none" || n == "None") e->literal = nullptr;
+      if (n == "true" || n == "True")
+        e->literal = true;
+      else if (n == "false" || n == "False")
+        e->literal = false;
+      else if (n == "none" || n == "None")
+        e->literal = nullptr;
       else {
         e->kind = Expr::kName;
         e->name = n;
@@ -476,8 +486,10 @@ class Parser {
       while (!IsOp("]")) {
         KILN_ASSIGN_OR_RETURN(ExprPtr x, ParseExpr());
         l->args.push_back(std::move(x));
-        if (IsOp(",")) ++p_;
-        else if (!IsOp("]")) return Err("expected ',' or ']' in list");
+        if (IsOp(","))
+          ++p_;
+        else if (!IsOp("]"))
+          return Err("expected ',' or ']' in list");
       }
       ++p_;
       return l;
@@ -491,8 +503,10 @@ class Parser {
         KILN_ASSIGN_OR_RETURN(ExprPtr v, ParseExpr());
         d->args.push_back(std::move(k));
         d->args.push_back(std::move(v));
-        if (IsOp(",")) ++p_;
-        else if (!IsOp("}")) return Err("expected ',' or '}' in dict");
+        if (IsOp(","))
+          ++p_;
+        else if (!IsOp("}"))
+          return Err("expected ',' or '}' in dict");
       }
       ++p_;
       return d;
@@ -510,8 +524,8 @@ class Parser {
 
 Expected<std::shared_ptr<Template>> Parse(const std::string& source, const Limits& limits) {
   if (source.size() > limits.max_template_bytes)
-    return InvalidArgument("chat template is " + std::to_string(source.size()) + " bytes, over the limit of " +
-                           std::to_string(limits.max_template_bytes));
+    return InvalidArgument("chat template is " + std::to_string(source.size()) +
+                           " bytes, over the limit of " + std::to_string(limits.max_template_bytes));
   KILN_ASSIGN_OR_RETURN(std::vector<Token> toks, Lex(source));
   Parser p(std::move(toks), limits);
   std::string stop;

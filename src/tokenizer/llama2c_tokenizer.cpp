@@ -72,7 +72,8 @@ Expected<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::string& pat
   while (off < data.size() && (vocab_size < 0 || static_cast<int>(m.pieces.size()) < vocab_size)) {
     float score;
     int32_t len;
-    if (off + 8 > data.size()) return Corrupt(path + ": truncated piece header at byte " + std::to_string(off));
+    if (off + 8 > data.size())
+      return Corrupt(path + ": truncated piece header at byte " + std::to_string(off));
     std::memcpy(&score, data.data() + off, 4);
     std::memcpy(&len, data.data() + off + 4, 4);
     off += 8;

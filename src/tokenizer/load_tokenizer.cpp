@@ -84,20 +84,23 @@ Expected<std::unique_ptr<Tokenizer>> LoadFolder(const std::string& dir) {
       bool add_bos = cfg.is_object() && cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean()
                          ? cfg["add_bos_token"].get<bool>()
                          : true;
-      bool add_eos = cfg.is_object() && cfg.value("add_eos_token", json()).is_boolean() && cfg["add_eos_token"].get<bool>();
+      bool add_eos = cfg.is_object() && cfg.value("add_eos_token", json()).is_boolean() &&
+                     cfg["add_eos_token"].get<bool>();
       return LoadSentencePieceTokenizer(p, add_bos, add_eos);
     }
     return finish(tok::SpecFromTiktoken(p, config_specials));
   }
   if (FileExists(dir + "/tokenizer.bin")) return LoadLlama2cTokenizer(dir + "/tokenizer.bin");
   if (FileExists(dir + "/tokenizer.gguf.json")) return LoadGgufJsonFile(dir + "/tokenizer.gguf.json");
-  if (std::string tk = FindTiktoken(dir); !tk.empty()) return finish(tok::SpecFromTiktoken(tk, config_specials));
+  if (std::string tk = FindTiktoken(dir); !tk.empty())
+    return finish(tok::SpecFromTiktoken(tk, config_specials));
   if (FileExists(dir + "/vocab.json") && FileExists(dir + "/merges.txt")) {
     bool qwen = cfg.is_object() && cfg.value("tokenizer_class", std::string()).rfind("Qwen2", 0) == 0;
     return finish(tok::SpecFromVocabMerges(dir + "/vocab.json", dir + "/merges.txt", qwen));
   }
-  return NotFound(dir + ": no tokenizer.json, tokenizer.model, tokenizer.bin, tokenizer.gguf.json, *.tiktoken or "
-                        "vocab.json+merges.txt");
+  return NotFound(dir +
+                  ": no tokenizer.json, tokenizer.model, tokenizer.bin, tokenizer.gguf.json, *.tiktoken or "
+                  "vocab.json+merges.txt");
 }
 
 }  // namespace
@@ -139,8 +142,9 @@ Expected<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path) {
     KILN_ASSIGN_OR_RETURN(tok::PipelineSpec spec, tok::SpecFromTiktoken(path, false));
     return Finish(std::move(spec));
   }
-  return Unsupported(path + ": unknown tokenizer file type (expected a folder, tokenizer.json, *.model, *.bin, "
-                            "*.tiktoken, *.gguf or tokenizer.gguf.json)");
+  return Unsupported(path +
+                     ": unknown tokenizer file type (expected a folder, tokenizer.json, *.model, *.bin, "
+                     "*.tiktoken, *.gguf or tokenizer.gguf.json)");
 }
 
 Status SaveGgufTokenizerJson(const json& md, const std::string& engine_dir) {
@@ -157,7 +161,8 @@ Status SaveGgufTokenizerJson(const json& md, const std::string& engine_dir) {
   return {};
 }
 
-Expected<std::vector<std::string>> SaveTokenizerForEngine(const std::string& source, const std::string& engine_dir) {
+Expected<std::vector<std::string>> SaveTokenizerForEngine(const std::string& source,
+                                                          const std::string& engine_dir) {
   std::vector<std::string> written;
   std::error_code ec;
   fs::create_directories(engine_dir, ec);
@@ -171,9 +176,10 @@ Expected<std::vector<std::string>> SaveTokenizerForEngine(const std::string& sou
     for (const auto& e : fs::directory_iterator(source, ec)) {
       const std::string n = e.path().filename().string();
       bool wanted = n == "tokenizer.json" || n == "tokenizer_config.json" || n == "tokenizer.model" ||
-                    n == "tokenizer.bin" || n == "tokenizer.gguf.json" || n == "vocab.json" || n == "merges.txt" ||
-                    n == "special_tokens_map.json" || n == "generation_config.json" || n == "chat_template.json" ||
-                    n == "chat_template.jinja" || e.path().extension() == ".tiktoken";
+                    n == "tokenizer.bin" || n == "tokenizer.gguf.json" || n == "vocab.json" ||
+                    n == "merges.txt" || n == "special_tokens_map.json" || n == "generation_config.json" ||
+                    n == "chat_template.json" || n == "chat_template.jinja" ||
+                    e.path().extension() == ".tiktoken";
       if (wanted && e.is_regular_file()) KILN_RETURN_IF_ERROR(copy(e.path(), n));
     }
     if (written.empty()) return NotFound(source + ": no tokenizer files to copy");
@@ -187,7 +193,10 @@ Expected<std::vector<std::string>> SaveTokenizerForEngine(const std::string& sou
     KILN_RETURN_IF_ERROR(SaveGgufTokenizerJson(md, engine_dir));
     return std::vector<std::string>{"tokenizer.gguf.json"};
   }
-  std::string canonical = ext == ".bin" ? "tokenizer.bin" : ext == ".model" ? "tokenizer.model" : ext == ".tiktoken" ? p.filename().string() : "tokenizer.json";
+  std::string canonical = ext == ".bin"        ? "tokenizer.bin"
+                          : ext == ".model"    ? "tokenizer.model"
+                          : ext == ".tiktoken" ? p.filename().string()
+                                               : "tokenizer.json";
   if (p.filename() == "tokenizer.gguf.json") canonical = "tokenizer.gguf.json";
   KILN_RETURN_IF_ERROR(copy(p, canonical));
   return written;

@@ -29,7 +29,7 @@ struct PreTokOp {
   std::string literal;           // Split with a string pattern
   SplitBehavior behavior = SplitBehavior::kIsolated;
   bool invert = false;
-  bool add_prefix_space = false;  // ByteLevel
+  bool add_prefix_space = false;             // ByteLevel
   std::string replacement = "\xE2\x96\x81";  // Metaspace
   enum Prepend { kAlways, kFirst, kNever } prepend = kAlways;
   bool split = true;  // Metaspace

@@ -27,9 +27,9 @@ std::string ReplaceAll(std::string_view s, std::string_view from, std::string_vi
 std::string Utf8procMap(const std::string& s, int options) {
   if (s.empty()) return s;
   utf8proc_uint8_t* dst = nullptr;
-  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                                    static_cast<utf8proc_ssize_t>(s.size()), &dst,
-                                    static_cast<utf8proc_option_t>(options));
+  utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
+                   static_cast<utf8proc_ssize_t>(s.size()), &dst, static_cast<utf8proc_option_t>(options));
   if (n < 0 || !dst) return s;  // invalid UTF-8: leave untouched
   std::string out(reinterpret_cast<char*>(dst), static_cast<size_t>(n));
   std::free(dst);
@@ -43,8 +43,8 @@ bool IsSpaceChar(uint32_t cp) {
 }
 
 // Splits one piece by the given match ranges according to an HF SplitDelimiterBehavior.
-void SplitPiece(const PreToken& p, const std::vector<std::pair<size_t, size_t>>& matches, SplitBehavior behavior,
-                bool invert, std::vector<PreToken>* out) {
+void SplitPiece(const PreToken& p, const std::vector<std::pair<size_t, size_t>>& matches,
+                SplitBehavior behavior, bool invert, std::vector<PreToken>* out) {
   struct Part {
     size_t b, e;
     bool is_match;
@@ -68,16 +68,22 @@ void SplitPiece(const PreToken& p, const std::vector<std::pair<size_t, size_t>>&
         merged.push_back(x);
         break;
       case SplitBehavior::kMergedWithPrevious:
-        if (x.is_match && !merged.empty()) merged.back().e = x.e;
-        else merged.push_back(x);
+        if (x.is_match && !merged.empty())
+          merged.back().e = x.e;
+        else
+          merged.push_back(x);
         break;
       case SplitBehavior::kMergedWithNext:
-        if (!merged.empty() && merged.back().is_match) merged.back().e = x.e, merged.back().is_match = x.is_match;
-        else merged.push_back(x);
+        if (!merged.empty() && merged.back().is_match)
+          merged.back().e = x.e, merged.back().is_match = x.is_match;
+        else
+          merged.push_back(x);
         break;
       case SplitBehavior::kContiguous:
-        if (x.is_match && !merged.empty() && merged.back().is_match) merged.back().e = x.e;
-        else merged.push_back(x);
+        if (x.is_match && !merged.empty() && merged.back().is_match)
+          merged.back().e = x.e;
+        else
+          merged.push_back(x);
         break;
     }
   }
@@ -163,14 +169,16 @@ std::vector<PreToken> ApplyPreTokenizers(const std::vector<PreTokOp>& ops, std::
     for (PreToken& p : pieces) {
       switch (op.kind) {
         case PreTokOp::kSplit:
-          SplitPiece(p, op.regex ? op.regex->FindAll(p.text) : LiteralMatches(p.text, op.literal), op.behavior,
-                     op.invert, &next);
+          SplitPiece(p, op.regex ? op.regex->FindAll(p.text) : LiteralMatches(p.text, op.literal),
+                     op.behavior, op.invert, &next);
           break;
         case PreTokOp::kByteLevel: {
           if (op.add_prefix_space && (p.text.empty() || p.text[0] != ' ')) p.text.insert(0, " ");
           std::vector<PreToken> split;
-          if (op.regex) SplitPiece(p, op.regex->FindAll(p.text), SplitBehavior::kIsolated, false, &split);
-          else split.push_back(std::move(p));
+          if (op.regex)
+            SplitPiece(p, op.regex->FindAll(p.text), SplitBehavior::kIsolated, false, &split);
+          else
+            split.push_back(std::move(p));
           for (PreToken& s : split) next.push_back({BytesToByteLevel(s.text), s.at_start});
           break;
         }
@@ -182,7 +190,8 @@ std::vector<PreToken> ApplyPreTokenizers(const std::vector<PreTokOp>& ops, std::
             t.insert(0, op.replacement);
           PreToken q{std::move(t), p.at_start};
           if (op.split)
-            SplitPiece(q, LiteralMatches(q.text, op.replacement), SplitBehavior::kMergedWithNext, false, &next);
+            SplitPiece(q, LiteralMatches(q.text, op.replacement), SplitBehavior::kMergedWithNext, false,
+                       &next);
           else
             next.push_back(std::move(q));
           break;
@@ -190,8 +199,8 @@ std::vector<PreToken> ApplyPreTokenizers(const std::vector<PreTokOp>& ops, std::
         case PreTokOp::kDigits:
         case PreTokOp::kWhitespaceSplit:
           SplitPiece(p, op.regex->FindAll(p.text),
-                     op.kind == PreTokOp::kDigits ? SplitBehavior::kIsolated : SplitBehavior::kRemoved,
-                     false, &next);
+                     op.kind == PreTokOp::kDigits ? SplitBehavior::kIsolated : SplitBehavior::kRemoved, false,
+                     &next);
           break;
       }
     }
@@ -253,9 +262,11 @@ std::string ApplyDecoders(const std::vector<DecoderOp>& ops, std::vector<std::st
         for (std::string& t : tokens) {
           size_t b = 0, e = t.size();
           const std::string& c = op.a;
-          for (int k = 0; k < op.start && !c.empty() && t.compare(b, c.size(), c) == 0 && b + c.size() <= e; ++k)
+          for (int k = 0; k < op.start && !c.empty() && t.compare(b, c.size(), c) == 0 && b + c.size() <= e;
+               ++k)
             b += c.size();
-          for (int k = 0; k < op.stop && !c.empty() && e >= b + c.size() && t.compare(e - c.size(), c.size(), c) == 0;
+          for (int k = 0;
+               k < op.stop && !c.empty() && e >= b + c.size() && t.compare(e - c.size(), c.size(), c) == 0;
                ++k)
             e -= c.size();
           t = t.substr(b, e - b);
@@ -277,8 +288,8 @@ std::string ApplyDecoders(const std::vector<DecoderOp>& ops, std::vector<std::st
 
 std::string CleanUpTokenizationSpaces(std::string t) {
   static const std::pair<const char*, const char*> kRules[] = {
-      {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
-      {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (auto [from, to] : kRules) t = ReplaceAll(t, from, to);
   return t;
 }

@@ -9,8 +9,9 @@ namespace {
 
 // Unicode White_Space (Rust's char::is_whitespace, which HF uses for lstrip/rstrip).
 bool IsWhite(uint32_t c) {
-  return c == ' ' || (c >= 0x09 && c <= 0x0D) || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
-         c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+  return c == ' ' || (c >= 0x09 && c <= 0x0D) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 // Byte length of the whitespace character starting at s[i] (0 if none).
 size_t WhiteAt(std::string_view s, size_t i) {
@@ -46,8 +47,9 @@ PipelineTokenizer::PipelineTokenizer(PipelineSpec spec)
     if (t.match_in_text) added_by_first_byte_[static_cast<unsigned char>(t.content[0])].push_back(i);
   }
   for (auto& v : added_by_first_byte_)
-    std::stable_sort(v.begin(), v.end(),
-                     [&](size_t a, size_t b) { return s_.added[a].content.size() > s_.added[b].content.size(); });
+    std::stable_sort(v.begin(), v.end(), [&](size_t a, size_t b) {
+      return s_.added[a].content.size() > s_.added[b].content.size();
+    });
 }
 
 std::vector<PipelineTokenizer::Segment> PipelineTokenizer::SplitAdded(std::string_view text) const {
@@ -114,8 +116,10 @@ std::vector<int32_t> PipelineTokenizer::Encode(std::string_view text, bool add_s
   std::vector<int32_t> ids;
   if (add_special) ids = s_.prefix_ids;
   for (const Segment& seg : SplitAdded(text)) {
-    if (seg.added_id >= 0) ids.push_back(seg.added_id);
-    else EncodeText(text.substr(seg.begin, seg.end - seg.begin), seg.begin == 0, &ids);
+    if (seg.added_id >= 0)
+      ids.push_back(seg.added_id);
+    else
+      EncodeText(text.substr(seg.begin, seg.end - seg.begin), seg.begin == 0, &ids);
   }
   if (add_special) ids.insert(ids.end(), s_.suffix_ids.begin(), s_.suffix_ids.end());
   return ids;

@@ -11,7 +11,8 @@ namespace {
 
 class SentencePieceTokenizer final : public Tokenizer {
  public:
-  SentencePieceTokenizer(std::unique_ptr<sentencepiece::SentencePieceProcessor> sp, bool add_bos, bool add_eos)
+  SentencePieceTokenizer(std::unique_ptr<sentencepiece::SentencePieceProcessor> sp, bool add_bos,
+                         bool add_eos)
       : sp_(std::move(sp)), add_bos_(add_bos), add_eos_(add_eos) {
     // The model's add_dummy_prefix decides whether decode drops the first piece's "▁"; probe
     // it by encoding a letter instead of reading the normalizer proto.
@@ -91,7 +92,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 }  // namespace
 
 Expected<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path, bool add_bos,
-                                                                 bool add_eos) {
+                                                                bool add_eos) {
   auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
   auto st = sp->Load(path);
   if (!st.ok()) return Corrupt(path + ": not a SentencePiece model: " + st.ToString());

@@ -9,7 +9,7 @@ namespace kiln {
 
 // add_bos / add_eos: what Encode(add_special=true) adds (Llama: BOS only).
 Expected<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path, bool add_bos = true,
-                                                                 bool add_eos = false);
+                                                                bool add_eos = false);
 // True if the bytes look like a serialized SentencePiece ModelProto (used to tell it from tiktoken).
 bool LooksLikeSentencePiece(const std::string& path);
 

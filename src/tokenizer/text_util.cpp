@@ -122,10 +122,14 @@ uint32_t DecodeUtf8(std::string_view s, size_t& i) {
   }
   auto b = [&](int k) { return static_cast<uint32_t>(static_cast<uint8_t>(s[i + k])); };
   uint32_t cp;
-  if (n == 1) cp = b(0);
-  else if (n == 2) cp = ((b(0) & 0x1F) << 6) | (b(1) & 0x3F);
-  else if (n == 3) cp = ((b(0) & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F);
-  else cp = ((b(0) & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
+  if (n == 1)
+    cp = b(0);
+  else if (n == 2)
+    cp = ((b(0) & 0x1F) << 6) | (b(1) & 0x3F);
+  else if (n == 3)
+    cp = ((b(0) & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F);
+  else
+    cp = ((b(0) & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
   i += n;
   return cp;
 }

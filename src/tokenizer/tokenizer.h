@@ -22,7 +22,7 @@ class Tokenizer {
   // Full decode of a sequence (HF decode semantics; skip_special drops special tokens).
   virtual std::string Decode(std::span<const int32_t> ids, bool skip_special = false) const = 0;
   virtual int32_t vocab_size() const = 0;
-  virtual int32_t bos_id() const = 0;             // -1 when none
+  virtual int32_t bos_id() const = 0;                // -1 when none
   virtual std::vector<int32_t> eos_ids() const = 0;  // every id that ends generation
   virtual bool is_special(int32_t id) const = 0;
   // The raw vocabulary piece of a token (as stored in the file), for inspection.
@@ -48,7 +48,7 @@ class IncrementalDetokenizer {
   std::vector<int32_t> ids_;
   size_t prefix_offset_ = 0;  // tokens already turned into emitted text
   size_t read_offset_ = 0;
-  std::string pending_;       // bytes held back until a UTF-8 character completes
+  std::string pending_;  // bytes held back until a UTF-8 character completes
 };
 
 // Loads a tokenizer from a folder or engine directory, or from a single file.
@@ -67,7 +67,8 @@ Expected<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(const nlohmann::json& ggu
 // Puts the tokenizer of `source` (a folder, a tokenizer file, or a .gguf) into engine_dir so that
 // LoadTokenizer(engine_dir) finds it: files are copied under their canonical names; for GGUF the
 // tokenizer.* metadata is written to tokenizer.gguf.json. Returns the file names written.
-Expected<std::vector<std::string>> SaveTokenizerForEngine(const std::string& source, const std::string& engine_dir);
+Expected<std::vector<std::string>> SaveTokenizerForEngine(const std::string& source,
+                                                          const std::string& engine_dir);
 // Writes the tokenizer.* keys of GGUF metadata to engine_dir/tokenizer.gguf.json.
 Status SaveGgufTokenizerJson(const nlohmann::json& gguf_metadata, const std::string& engine_dir);
 

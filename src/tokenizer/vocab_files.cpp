@@ -132,13 +132,21 @@ Expected<PipelineSpec> SpecFromTiktoken(const std::string& path, bool have_confi
   if (!have_config_specials) {
     if (llama3) {
       // Meta's Llama-3.1 special tokens (tokenizer.py), ids 128000..128255.
-      const char* named[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-                             "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
-                             "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>",
+      const char* named[] = {"<|begin_of_text|>",
+                             "<|end_of_text|>",
+                             "<|reserved_special_token_0|>",
+                             "<|reserved_special_token_1|>",
+                             "<|finetune_right_pad_id|>",
+                             "<|step_id|>",
+                             "<|start_header_id|>",
+                             "<|end_header_id|>",
+                             "<|eom_id|>",
+                             "<|eot_id|>",
                              "<|python_tag|>"};
       int32_t id = 128000;
       for (const char* n : named) AddSpecial(&spec, n, id++);
-      for (int r = 2; id < 128256; ++r) AddSpecial(&spec, "<|reserved_special_token_" + std::to_string(r) + "|>", id++);
+      for (int r = 2; id < 128256; ++r)
+        AddSpecial(&spec, "<|reserved_special_token_" + std::to_string(r) + "|>", id++);
       spec.bos_id = 128000;
       spec.eos_ids = {128001, 128008, 128009};
     } else {
@@ -165,7 +173,8 @@ Expected<PipelineSpec> SpecFromGguf(const json& md) {
   if (!jm.is_string()) return NotFound(src + ": tokenizer.ggml.model is missing");
   const std::string model = jm.get<std::string>();
   const json& tokens = get("tokenizer.ggml.tokens");
-  if (!tokens.is_array() || tokens.empty()) return Corrupt(src + ": tokenizer.ggml.tokens must be a non-empty array");
+  if (!tokens.is_array() || tokens.empty())
+    return Corrupt(src + ": tokenizer.ggml.tokens must be a non-empty array");
   const json& scores = get("tokenizer.ggml.scores");
   const json& types = get("tokenizer.ggml.token_type");
   if (scores.is_array() && scores.size() != tokens.size())
@@ -180,7 +189,8 @@ Expected<PipelineSpec> SpecFromGguf(const json& md) {
   const size_t n = tokens.size();
   m.pieces.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    if (!tokens[i].is_string()) return Corrupt(src + ": tokenizer.ggml.tokens[" + std::to_string(i) + "] not a string");
+    if (!tokens[i].is_string())
+      return Corrupt(src + ": tokenizer.ggml.tokens[" + std::to_string(i) + "] not a string");
     m.pieces[i] = tokens[i].get<std::string>();
     int type = types.is_array() && types[i].is_number_integer() ? types[i].get<int>() : 1;
     if (type == 3 || type == 4) {  // control / user-defined: matched as added tokens
@@ -204,7 +214,8 @@ Expected<PipelineSpec> SpecFromGguf(const json& md) {
     return v.is_boolean() ? v.get<bool>() : dflt;
   };
   spec.bos_id = id_key("tokenizer.ggml.bos_token_id");
-  for (const char* k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
+  for (const char* k :
+       {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
     int32_t id = id_key(k);
     if (id >= 0 && std::find(spec.eos_ids.begin(), spec.eos_ids.end(), id) == spec.eos_ids.end())
       spec.eos_ids.push_back(id);
@@ -230,7 +241,8 @@ Expected<PipelineSpec> SpecFromGguf(const json& md) {
       d.a = " ", d.start = 1;
       spec.decoders.push_back(d);
     }
-    if (bool_key("tokenizer.ggml.add_bos_token", true) && spec.bos_id >= 0) spec.prefix_ids.push_back(spec.bos_id);
+    if (bool_key("tokenizer.ggml.add_bos_token", true) && spec.bos_id >= 0)
+      spec.prefix_ids.push_back(spec.bos_id);
   } else if (model == "gpt2") {
     const json& merges = get("tokenizer.ggml.merges");
     if (!merges.is_array()) return Corrupt(src + ": gpt2 model needs tokenizer.ggml.merges");
@@ -242,12 +254,17 @@ Expected<PipelineSpec> SpecFromGguf(const json& md) {
     const json& pre = get("tokenizer.ggml.pre");
     const std::string p = pre.is_string() ? pre.get<std::string>() : "default";
     const char* pattern = nullptr;
-    if (p == "default" || p == "gpt-2" || p == "gpt2" || p == "starcoder" || p == "refact") pattern = kGpt2Pattern;
-    else if (p == "llama-bpe" || p == "llama3" || p == "smaug-bpe" || p == "falcon3") pattern = kLlama3Pattern;
-    else if (p == "qwen2" || p == "deepseek-r1-qwen") pattern = kQwen2Pattern;
-    else return Unsupported(src + ": tokenizer.ggml.pre '" + p + "' is not supported");
+    if (p == "default" || p == "gpt-2" || p == "gpt2" || p == "starcoder" || p == "refact")
+      pattern = kGpt2Pattern;
+    else if (p == "llama-bpe" || p == "llama3" || p == "smaug-bpe" || p == "falcon3")
+      pattern = kLlama3Pattern;
+    else if (p == "qwen2" || p == "deepseek-r1-qwen")
+      pattern = kQwen2Pattern;
+    else
+      return Unsupported(src + ": tokenizer.ggml.pre '" + p + "' is not supported");
     KILN_RETURN_IF_ERROR(AddByteLevelStages(pattern, false, &spec));
-    if (bool_key("tokenizer.ggml.add_bos_token", false) && spec.bos_id >= 0) spec.prefix_ids.push_back(spec.bos_id);
+    if (bool_key("tokenizer.ggml.add_bos_token", false) && spec.bos_id >= 0)
+      spec.prefix_ids.push_back(spec.bos_id);
   } else {
     return Unsupported(src + ": tokenizer.ggml.model '" + model + "' is not supported (llama, gpt2)");
   }

@@ -47,15 +47,16 @@ TEST_P(ChatTemplateGolden, RendersTextAndIds) {
     }
     ASSERT_TRUE(text.ok()) << text.status().message();
     EXPECT_EQ(*text, chat["text"].get<std::string>()) << GetParam();
-    if (tok) EXPECT_EQ(Ids(tok->Encode(*text, false)), Ids(chat["ids"].get<std::vector<int32_t>>())) << GetParam();
+    if (tok)
+      EXPECT_EQ(Ids(tok->Encode(*text, false)), Ids(chat["ids"].get<std::vector<int32_t>>())) << GetParam();
     ++checked;
   }
   EXPECT_EQ(checked, static_cast<int>(g["chats"].size()));
 }
 
 INSTANTIATE_TEST_SUITE_P(All, ChatTemplateGolden,
-                         ::testing::Values("deepseek-r1-distill", "gemma", "llama2", "llama3", "mistral-instruct-v0.3",
-                                           "phi3", "qwen2.5"),
+                         ::testing::Values("deepseek-r1-distill", "gemma", "llama2", "llama3",
+                                           "mistral-instruct-v0.3", "phi3", "qwen2.5"),
                          [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)
@@ -105,7 +106,8 @@ TEST(ChatTemplateAll, ToolCallingTemplates) {
     {"role":"tool","content":"sunny"}])");
   auto text = ct->Render(msgs, opt);
   ASSERT_TRUE(text.ok()) << text.status().message();
-  EXPECT_NE(text->find(R"({"type": "function", "function": {"name": "get_weather")"), std::string::npos) << *text;
+  EXPECT_NE(text->find(R"({"type": "function", "function": {"name": "get_weather")"), std::string::npos)
+      << *text;
   EXPECT_NE(text->find(R"(<tool_call>
 {"name": "get_weather", "arguments": {"city": "Paris"}}
 </tool_call>)"),

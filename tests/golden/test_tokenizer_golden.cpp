@@ -11,9 +11,9 @@ namespace {
 
 using namespace kiln::testing_tok;
 
-#define LOAD_OR_SKIP(var, path)                                                 \
+#define LOAD_OR_SKIP(var, path)                                                \
   if (!Exists(path)) GTEST_SKIP() << "fixture missing: " << (path);            \
-  auto var##_or = LoadTokenizer(path);                                          \
+  auto var##_or = LoadTokenizer(path);                                         \
   ASSERT_TRUE(var##_or.ok()) << (path) << ": " << var##_or.status().message(); \
   const Tokenizer& var = **var##_or
 
@@ -89,7 +89,8 @@ TEST_P(TokenizerHfGolden, EncodeDecode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, TokenizerHfGolden,
-                         ::testing::Values("gpt2", "llama2", "llama3", "mistral-instruct-v0.3", "phi3", "qwen2.5"),
+                         ::testing::Values("gpt2", "llama2", "llama3", "mistral-instruct-v0.3", "phi3",
+                                           "qwen2.5"),
                          [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)
@@ -120,7 +121,8 @@ TEST_P(TokenizerExtraGolden, EncodeDecode) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, TokenizerExtraGolden,
-                         ::testing::Values(ExtraCase{"tiktoken-cl100k", "tokenizers/tiktoken-cl100k/cl100k_base.tiktoken"},
+                         ::testing::Values(ExtraCase{"tiktoken-cl100k",
+                                                     "tokenizers/tiktoken-cl100k/cl100k_base.tiktoken"},
                                            ExtraCase{"baichuan2", "tokenizers/baichuan2/tokenizer.model"},
                                            ExtraCase{"chatglm3", "tokenizers/chatglm3/tokenizer.json"}),
                          [](const auto& info) {
@@ -156,17 +158,18 @@ TEST_P(TokenizerLlamaCppVectors, Encode) {
 
 INSTANTIATE_TEST_SUITE_P(
     All, TokenizerLlamaCppVectors,
-    ::testing::Values(VectorCase{"gpt2_json", "tokenizers/gpt2/tokenizer.json", "tokenizers/gpt2/test-vectors"},
-                      VectorCase{"gpt2_vocab_merges", "tokenizers/gpt2/vocab.json", "tokenizers/gpt2/test-vectors"},
-                      VectorCase{"llama2_json", "tokenizers/llama2/tokenizer.json", "tokenizers/llama2/test-vectors"},
-                      VectorCase{"llama3_tiktoken", "tokenizers/llama3/tokenizer.model", "tokenizers/llama3/test-vectors"},
-                      VectorCase{"llama3_json", "tokenizers/llama3/tokenizer.json", "tokenizers/llama3/test-vectors"},
-                      VectorCase{"phi3_json", "tokenizers/phi3/tokenizer.json", "tokenizers/phi3/test-vectors"},
-                      VectorCase{"qwen2_json", "tokenizers/qwen2.5/tokenizer.json", "tokenizers/qwen2.5/test-vectors"},
-                      VectorCase{"gguf_llama_spm", "models/ggml-vocab/ggml-vocab-llama-spm.gguf",
-                                 "models/ggml-vocab/ggml-vocab-llama-spm.gguf"},
-                      VectorCase{"gguf_gpt2", "models/ggml-vocab/ggml-vocab-gpt-2.gguf",
-                                 "models/ggml-vocab/ggml-vocab-gpt-2.gguf"}),
+    ::testing::Values(
+        VectorCase{"gpt2_json", "tokenizers/gpt2/tokenizer.json", "tokenizers/gpt2/test-vectors"},
+        VectorCase{"gpt2_vocab_merges", "tokenizers/gpt2/vocab.json", "tokenizers/gpt2/test-vectors"},
+        VectorCase{"llama2_json", "tokenizers/llama2/tokenizer.json", "tokenizers/llama2/test-vectors"},
+        VectorCase{"llama3_tiktoken", "tokenizers/llama3/tokenizer.model", "tokenizers/llama3/test-vectors"},
+        VectorCase{"llama3_json", "tokenizers/llama3/tokenizer.json", "tokenizers/llama3/test-vectors"},
+        VectorCase{"phi3_json", "tokenizers/phi3/tokenizer.json", "tokenizers/phi3/test-vectors"},
+        VectorCase{"qwen2_json", "tokenizers/qwen2.5/tokenizer.json", "tokenizers/qwen2.5/test-vectors"},
+        VectorCase{"gguf_llama_spm", "models/ggml-vocab/ggml-vocab-llama-spm.gguf",
+                   "models/ggml-vocab/ggml-vocab-llama-spm.gguf"},
+        VectorCase{"gguf_gpt2", "models/ggml-vocab/ggml-vocab-gpt-2.gguf",
+                   "models/ggml-vocab/ggml-vocab-gpt-2.gguf"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // stories260K.gguf carries the same vocabulary as tok512.bin.
@@ -178,7 +181,8 @@ TEST(TokenizerGguf, Stories260KMatchesTokenizerBin) {
   auto g = LoadGgufTokenizer(*md);
   ASSERT_TRUE(g.ok()) << g.status().message();
   LOAD_OR_SKIP(bin, SharedPath("models/stories260K/tok512.bin"));
-  for (const char* text : {"Once upon a time", "Lily and Tom went to the park.", "  two  spaces", "Ünïcödé 中文"}) {
+  for (const char* text :
+       {"Once upon a time", "Lily and Tom went to the park.", "  two  spaces", "Ünïcödé 中文"}) {
     EXPECT_EQ(Ids((*g)->Encode(text, true)), Ids(bin.Encode(text, true))) << text;
     EXPECT_EQ((*g)->Decode((*g)->Encode(text, true), true), text) << text;
   }

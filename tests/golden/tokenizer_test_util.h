@@ -11,7 +11,9 @@
 
 namespace kiln::testing_tok {
 
-inline std::string SharedPath(const std::string& rel) { return std::string(KILN_SOURCE_DIR) + "/../shared/" + rel; }
+inline std::string SharedPath(const std::string& rel) {
+  return std::string(KILN_SOURCE_DIR) + "/../shared/" + rel;
+}
 inline bool Exists(const std::string& p) { return std::filesystem::exists(p); }
 inline std::string ReadAll(const std::string& p) {
   std::ifstream f(p, std::ios::binary);

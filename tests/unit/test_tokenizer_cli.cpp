@@ -37,11 +37,13 @@ TEST(TokenizerCli, TokenizeDetokenizeChatTemplate) {
   if (!Exists(bin) || !Exists(qwen)) GTEST_SKIP() << "fixture missing: " << bin;
   ASSERT_TRUE(Exists(Binary())) << "kiln binary not built: " << Binary();
   int rc = -1;
-  EXPECT_EQ(RunCmd(Binary() + " tokenize --tokenizer " + bin + " --text 'Once upon a time' --add-special", &rc),
-            "[1, 403, 407, 261, 378]\n");
+  EXPECT_EQ(
+      RunCmd(Binary() + " tokenize --tokenizer " + bin + " --text 'Once upon a time' --add-special", &rc),
+      "[1, 403, 407, 261, 378]\n");
   EXPECT_EQ(rc, 0);
-  EXPECT_EQ(RunCmd(Binary() + " detokenize --tokenizer " + bin + " --tokens 1,403,407,261,378 --skip-special", &rc),
-            "Once upon a time\n");
+  EXPECT_EQ(
+      RunCmd(Binary() + " detokenize --tokenizer " + bin + " --tokens 1,403,407,261,378 --skip-special", &rc),
+      "Once upon a time\n");
   EXPECT_EQ(rc, 0);
   RunCmd(Binary() + " detokenize --tokenizer " + bin + " --tokens 1,x", &rc);
   EXPECT_EQ(rc, 1);
@@ -51,11 +53,13 @@ TEST(TokenizerCli, TokenizeDetokenizeChatTemplate) {
 
   const std::string msgs = ::testing::TempDir() + "kiln_tok_msgs.json";
   std::ofstream(msgs) << R"([{"role": "user", "content": "Hi"}])";
-  EXPECT_EQ(RunCmd(Binary() + " chat-template --tokenizer " + qwen + " --messages " + msgs, &rc),
-            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
-            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\n");
+  EXPECT_EQ(
+      RunCmd(Binary() + " chat-template --tokenizer " + qwen + " --messages " + msgs, &rc),
+      "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+      "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\n");
   EXPECT_EQ(rc, 0);
-  std::string ids = RunCmd(Binary() + " chat-template --tokenizer " + qwen + " --messages " + msgs + " --ids", &rc);
+  std::string ids =
+      RunCmd(Binary() + " chat-template --tokenizer " + qwen + " --messages " + msgs + " --ids", &rc);
   EXPECT_EQ(ids.rfind("[151644, 8948, 198,", 0), 0u) << ids;
   std::remove(msgs.c_str());
 }

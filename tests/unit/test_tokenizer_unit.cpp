@@ -6,23 +6,29 @@
 #include <fstream>
 #include <random>
 
+#include "../golden/tokenizer_test_util.h"
 #include "format/gguf.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/jinja.h"
 #include "tokenizer/text_util.h"
 #include "tokenizer/tokenizer.h"
-#include "../golden/tokenizer_test_util.h"
 
 namespace kiln {
 namespace {
 
 using namespace kiln::testing_tok;
 
-const char* const kTokenizerPaths[] = {
-    "models/stories260K/tok512.bin",        "models/stories260K/tok512.model", "tokenizers/gpt2",
-    "tokenizers/llama2",                    "tokenizers/llama3",               "tokenizers/mistral-instruct-v0.3",
-    "tokenizers/phi3",                      "tokenizers/qwen2.5",              "tokenizers/tiktoken-cl100k/cl100k_base.tiktoken",
-    "tokenizers/chatglm3/tokenizer.json",   "tokenizers/baichuan2/tokenizer.model"};
+const char* const kTokenizerPaths[] = {"models/stories260K/tok512.bin",
+                                       "models/stories260K/tok512.model",
+                                       "tokenizers/gpt2",
+                                       "tokenizers/llama2",
+                                       "tokenizers/llama3",
+                                       "tokenizers/mistral-instruct-v0.3",
+                                       "tokenizers/phi3",
+                                       "tokenizers/qwen2.5",
+                                       "tokenizers/tiktoken-cl100k/cl100k_base.tiktoken",
+                                       "tokenizers/chatglm3/tokenizer.json",
+                                       "tokenizers/baichuan2/tokenizer.model"};
 
 std::string TempDir(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("kiln_tok_" + name + "_" + std::to_string(::getpid()));
@@ -124,8 +130,8 @@ TEST(TokenizerStreamingBytes, LongInvalidByteRun) {
   if (!Exists(dir)) GTEST_SKIP() << "fixture missing: " << dir;
   auto t = LoadTokenizer(dir);
   ASSERT_TRUE(t.ok()) << t.status().message();
-  std::vector<int32_t> ids(3000, 3 + 0x80);  // <0x80>: a lone continuation byte
-  ids.push_back(29871);                                        // "▁" ends the byte run
+  std::vector<int32_t> ids(3000, 3 + 0x80);                   // <0x80>: a lone continuation byte
+  ids.push_back(29871);                                       // "▁" ends the byte run
   for (int32_t b : {0xE4, 0xB8, 0xAD}) ids.push_back(3 + b);  // then a valid 中
   IncrementalDetokenizer d(**t);
   std::string streamed;
@@ -153,7 +159,8 @@ TEST(TokenizerErrors, BadInputsAreRejectedWithMessages) {
   r = LoadTokenizer(write("wordpiece.json", R"({"model": {"type": "WordPiece", "vocab": {}}})"));
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("WordPiece"), std::string::npos);
-  r = LoadTokenizer(write("badmerge.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [3]}})"));
+  r = LoadTokenizer(
+      write("badmerge.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [3]}})"));
   ASSERT_FALSE(r.ok());
   r = LoadTokenizer(write("badregex.json",
                           R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
@@ -167,7 +174,8 @@ TEST(TokenizerErrors, BadInputsAreRejectedWithMessages) {
   auto g = LoadGgufTokenizer(nlohmann::json::object());
   ASSERT_FALSE(g.ok());
   EXPECT_NE(g.status().message().find("tokenizer.ggml.model"), std::string::npos);
-  g = LoadGgufTokenizer(nlohmann::json{{"tokenizer.ggml.model", "llama"}, {"tokenizer.ggml.tokens", {"a", "b"}},
+  g = LoadGgufTokenizer(nlohmann::json{{"tokenizer.ggml.model", "llama"},
+                                       {"tokenizer.ggml.tokens", {"a", "b"}},
                                        {"tokenizer.ggml.scores", {0.0}}});
   ASSERT_FALSE(g.ok());
   EXPECT_NE(g.status().message().find("scores"), std::string::npos);
@@ -207,7 +215,8 @@ TEST(TokenizerSpecials, BosEosAndSpecialFlags) {
   EXPECT_TRUE((*t)->is_special(128009));
   EXPECT_FALSE((*t)->is_special(9906));
   EXPECT_EQ((*t)->Decode(std::vector<int32_t>{128000, 9906, 128009}, true), "Hello");
-  EXPECT_EQ((*t)->Decode(std::vector<int32_t>{128000, 9906, 128009}, false), "<|begin_of_text|>Hello<|eot_id|>");
+  EXPECT_EQ((*t)->Decode(std::vector<int32_t>{128000, 9906, 128009}, false),
+            "<|begin_of_text|>Hello<|eot_id|>");
 }
 
 // ---- Jinja interpreter ----
@@ -224,17 +233,22 @@ TEST(ChatTemplateJinja, Basics) {
                       nlohmann::json::parse(R"([{"role":"user"},{"role":"assistant"}])")),
             "<s>[1:user][2:assistant]");
   EXPECT_EQ(RenderStr("{% if 1 > 2 %}a{% elif 'x' in 'xyz' %}b{% else %}c{% endif %}"), "b");
-  EXPECT_EQ(RenderStr("{{ '  hi  ' | trim }}|{{ [1,2,3] | length }}|{{ 'a,b'.split(',') }}|{{ none }}|{{ true }}"),
-            "hi|3|['a', 'b']|None|True");
+  EXPECT_EQ(
+      RenderStr("{{ '  hi  ' | trim }}|{{ [1,2,3] | length }}|{{ 'a,b'.split(',') }}|{{ none }}|{{ true }}"),
+      "hi|3|['a', 'b']|None|True");
   EXPECT_EQ(RenderStr("{{ {'a': [1, 'x', none]} | tojson }}|{{ {'a': 1} | tojson(indent=2) }}"),
             "{\"a\": [1, \"x\", null]}|{\n  \"a\": 1\n}");
-  EXPECT_EQ(RenderStr("{% set ns = namespace(n=0) %}{% for i in range(5) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"),
+  EXPECT_EQ(RenderStr("{% set ns = namespace(n=0) %}{% for i in range(5) %}{% set ns.n = ns.n + i %}{% "
+                      "endfor %}{{ ns.n }}"),
             "10");
-  EXPECT_EQ(RenderStr("{% for x in [1,2,3,4] if x % 2 == 0 %}{{ x }}{% if loop.last %}!{% endif %}{% endfor %}"), "24!");
+  EXPECT_EQ(
+      RenderStr("{% for x in [1,2,3,4] if x % 2 == 0 %}{{ x }}{% if loop.last %}!{% endif %}{% endfor %}"),
+      "24!");
   EXPECT_EQ(RenderStr("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}"), "a=1;b=2;");
   EXPECT_EQ(RenderStr("{{ [1,2,3,4][1:] }}{{ 'hello'[::-1] }}{{ [1,2,3][-1] }}"), "[2, 3, 4]olleh3");
   EXPECT_EQ(RenderStr("{{ x is defined }}{{ x | default('d') }}{{ 'a' if false else 'b' }}"), "Falsedb");
-  EXPECT_EQ(RenderStr("{% for i in range(10) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}"), "012");
+  EXPECT_EQ(RenderStr("{% for i in range(10) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}"),
+            "012");
   EXPECT_EQ(RenderStr("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}"
                       "{{ greet('Bob') }}{{ greet('Al', punct='?') }}"),
             "Hi Bob!Hi Al?");
@@ -258,16 +272,20 @@ TEST(ChatTemplateJinja, ErrorsAndLimits) {
   EXPECT_NE(RenderStr("{% for x in y %}").find("PARSE ERROR"), std::string::npos);
   EXPECT_NE(RenderStr("{{ 'a' | nosuchfilter }}").find("unknown filter 'nosuchfilter'"), std::string::npos);
   EXPECT_NE(RenderStr("{% call m() %}{% endcall %}").find("not supported"), std::string::npos);
-  EXPECT_NE(RenderStr("{% macro r(n) %}{{ r(n) }}{% endmacro %}{{ r(1) }}").find("too deeply"), std::string::npos);
+  EXPECT_NE(RenderStr("{% macro r(n) %}{{ r(n) }}{% endmacro %}{{ r(1) }}").find("too deeply"),
+            std::string::npos);
   EXPECT_NE(RenderStr("{{ 1 + 'a' }}").find("unsupported operand"), std::string::npos);
   std::string deep(5000, '(');
-  EXPECT_NE(RenderStr("{{ " + deep + "1" + std::string(5000, ')') + " }}").find("too deeply"), std::string::npos);
+  EXPECT_NE(RenderStr("{{ " + deep + "1" + std::string(5000, ')') + " }}").find("too deeply"),
+            std::string::npos);
   ChatTemplateOptions small;
   small.max_loop_iterations = 1000;
-  EXPECT_NE(RenderStr("{% for i in range(100000) %}{% endfor %}", nlohmann::json::array(), small).find("range"),
-            std::string::npos);
+  EXPECT_NE(
+      RenderStr("{% for i in range(100000) %}{% endfor %}", nlohmann::json::array(), small).find("range"),
+      std::string::npos);
   small.max_output_bytes = 100;
-  EXPECT_NE(RenderStr("{% for i in range(50) %}xxxxxxxxxx{% endfor %}", nlohmann::json::array(), small).find("output"),
+  EXPECT_NE(RenderStr("{% for i in range(50) %}xxxxxxxxxx{% endfor %}", nlohmann::json::array(), small)
+                .find("output"),
             std::string::npos);
   // Garbage templates never crash.
   std::mt19937 rng(7);
