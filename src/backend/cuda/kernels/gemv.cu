@@ -5,6 +5,8 @@
 // streaming loads (L1 bypass), U vectors per row in flight per lane; the MT activation rows
 // are re-read from L1/L2 (small, shared by every warp of the SM). fp32 accumulation, one warp
 // reduction per (row, m) at the end.
+#include <type_traits>
+
 #include "backend/cuda/kernels/common.cuh"
 
 namespace kiln::cuda {
@@ -82,6 +84,106 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
   }
 }
 
+// ---- tensor-core skinny GEMM (f16/bf16, 2 <= m <= 16) ----
+// out^T[n, m] = W[n, k] . x^T: W is mma's A operand (16 weight rows per block), x^T its B
+// operand (8 activation rows per n-tile, NT tiles). Each lane loads 16 contiguous bytes of a
+// W row (rows g and g + 8 of the tile) and of an x row: the dot product does not care about
+// k order, so A and B fragments use the same permuted k (lane quad tig owns k0 + 8 tig .. +8;
+// mma step s takes elements 4s..4s+3 of it). The 8 warps of a block split k; their partial
+// 16 x 8 NT tiles are summed through shared memory.
+template <typename T>
+__device__ __forceinline__ void MmaTile(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                        uint32_t b1);
+template <>
+__device__ __forceinline__ void MmaTile<__nv_bfloat16>(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                       uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void MmaTile<__half>(float* c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+constexpr int kMmaU = 4;  // 32-k chunks in flight per warp
+
+template <typename T, int NT>
+__global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out, const T* __restrict__ x,
+                                                             const T* __restrict__ w, const float* __restrict__ bias,
+                                                             int m, int64_t n, int64_t k) {
+  __shared__ float red[kWarps][NT][16][8];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * 16;
+  const T* w0 = w + min(row0 + g, n - 1) * k;
+  const T* w1 = w + min(row0 + g + 8, n - 1) * k;
+  const T* xr[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) xr[t] = (t * 8 + g < m) ? x + static_cast<int64_t>(t * 8 + g) * k : nullptr;
+  float c[NT][4];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) c[t][0] = c[t][1] = c[t][2] = c[t][3] = 0.0f;
+
+  const int64_t chunks = (k + 31) / 32;
+  for (int64_t c0 = warp; c0 < chunks; c0 += kWarps * kMmaU) {
+    Vec16<T> wa[kMmaU], wb[kMmaU], xv[kMmaU][NT];
+#pragma unroll
+    for (int u = 0; u < kMmaU; ++u) {
+      const int64_t kk = (c0 + u * kWarps) * 32 + tig * 8;
+      const bool in = c0 + u * kWarps < chunks && kk < k;
+      wa[u].u = wb[u].u = make_uint4(0, 0, 0, 0);
+      if (in) {
+        wa[u] = LoadStream16(w0 + kk);
+        wb[u] = LoadStream16(w1 + kk);
+      }
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        xv[u][t].u = make_uint4(0, 0, 0, 0);
+        if (in && xr[t]) xv[u][t] = Load16(xr[t] + kk);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kMmaU; ++u) {
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        // A: a0 (row g, k 0-1), a1 (row g+8, k 0-1), a2 (row g, k 2-3), a3 (row g+8, k 2-3) of step s.
+        const uint32_t* pa = reinterpret_cast<const uint32_t*>(&wa[u].u);
+        const uint32_t* pb = reinterpret_cast<const uint32_t*>(&wb[u].u);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const uint32_t* px = reinterpret_cast<const uint32_t*>(&xv[u][t].u);
+          MmaTile<T>(c[t], pa[2 * s], pb[2 * s], pa[2 * s + 1], pb[2 * s + 1], px[2 * s], px[2 * s + 1]);
+        }
+      }
+    }
+  }
+  // C fragment: c0, c1 = (row g, m 2 tig, 2 tig + 1); c2, c3 = (row g + 8, same m).
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    red[warp][t][g][2 * tig] = c[t][0];
+    red[warp][t][g][2 * tig + 1] = c[t][1];
+    red[warp][t][g + 8][2 * tig] = c[t][2];
+    red[warp][t][g + 8][2 * tig + 1] = c[t][3];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < NT * 16 * 8; i += kWarps * 32) {
+    const int t = i / 128, r = (i / 8) % 16, mm = t * 8 + i % 8;
+    if (mm >= m || row0 + r >= n) continue;
+    float v = 0.0f;
+#pragma unroll
+    for (int wi = 0; wi < kWarps; ++wi) v += red[wi][t][r][i % 8];
+    if (bias) v += bias[row0 + r];
+    out[static_cast<int64_t>(mm) * n + row0 + r] = FromF32<T>(v);
+  }
+}
+
 template <typename T, int MT, int R>
 void Launch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, bool vec,
             cudaStream_t s) {
@@ -90,9 +192,20 @@ void Launch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n,
   GemvKernel<T, MT, R><<<blocks, kWarps * 32, 0, s>>>(out, x, w, bias, m, n, k, vec);
 }
 
+template <typename T, int NT>
+void LaunchMma(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, cudaStream_t s) {
+  GemvMmaKernel<T, NT><<<static_cast<unsigned>((n + 15) / 16), kWarps * 32, 0, s>>>(out, x, w, bias, m, n, k);
+}
+
 template <typename T>
 void Dispatch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, bool vec,
               cudaStream_t s) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (m >= 2 && vec) {
+      if (m <= 8) return LaunchMma<T, 1>(out, x, w, bias, m, n, k, s);
+      return LaunchMma<T, 2>(out, x, w, bias, m, n, k, s);
+    }
+  }
   if (m <= 1) return Launch<T, 1, 2>(out, x, w, bias, m, n, k, vec, s);
   if (m <= 2) return Launch<T, 2, 2>(out, x, w, bias, m, n, k, vec, s);
   if (m <= 4) return Launch<T, 4, 2>(out, x, w, bias, m, n, k, vec, s);
