@@ -24,11 +24,12 @@ if [[ "${1:-}" == "--stage" ]]; then
   exit 0
 fi
 
-memcheck=1 bench=1 filter='CudaOps*'
+memcheck=1 bench=1 sweep=0 filter='CudaOps*'
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --no-memcheck) memcheck=0 ;;
     --no-bench) bench=0 ;;
+    --gemv-sweep) sweep=1 ;;  # also A/B the GEMV variants (KILN_GEMV_RT=2, KILN_GEMV_M1_MMA=1)
     --filter) filter="$2"; shift ;;
   esac
   shift
@@ -51,6 +52,15 @@ echo "op tests: rc=$tests_rc, $(( $(date +%s) - t0 )) s"
 if [[ $bench == 1 ]]; then
   echo "== GEMV microbenchmark"
   .carry/kiln_bench_gemv 2>&1 | tee "$out/bench_gemv.log"
+fi
+
+if [[ $sweep == 1 ]]; then
+  for v in "KILN_GEMV_RT=2" "KILN_GEMV_M1_MMA=1" "KILN_GEMV_RT=2 KILN_GEMV_M1_MMA=1"; do
+    echo "== GEMV variant: $v"
+    env $v .carry/kiln_bench_gemv >"$out/bench_gemv_${v// /_}.log" 2>&1
+    grep -E '^[a-z_]+ [0-9]+->[0-9]+ +(1|8|16) ' "$out/bench_gemv_${v// /_}.log"
+    grep -E '^  M=' "$out/bench_gemv_${v// /_}.log"
+  done
 fi
 
 mc_summary="not run"

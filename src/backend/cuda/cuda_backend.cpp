@@ -167,7 +167,9 @@ class CudaBackend final : public Backend {
     if (w.w.dim(1) != k || out.numel() != m * n)
       return Fail("Linear: shapes x " + x.ShapeStr() + ", w " + w.w.ShapeStr() + ", out " + out.ShapeStr() + " disagree");
     const float* bp = bias.empty() ? nullptr : bias.ptr<float>();
-    if (m <= cuda::kGemvMaxM) {
+    // Our streaming kernels win at m <= 8 on every Llama-3-8B shape; at 9..16 only on wide
+    // matrices (gate_up, lm_head), cuBLASLt on the rest (docs/PERFORMANCE.md, 2026-11-25).
+    if (m <= 8 || (m <= cuda::kGemvMaxM && n >= 16384)) {
       Record(cuda::LaunchGemv(out.data, x.data, w.w.data, bp, m, n, k, et_, stream_), "Linear (gemv)");
       return;
     }

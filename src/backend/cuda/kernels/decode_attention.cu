@@ -114,6 +114,7 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(AttnArgs a, Plan plan, f
     float s[kMaxG];
 #pragma unroll
     for (int g = 0; g < kMaxG; ++g) s[g] = 0.0f;
+#pragma unroll 4
     for (int d = 0; d < hd; d += N) {
       const Vec16<T> kv = Load16(kp + d);
 #pragma unroll
@@ -182,14 +183,25 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(AttnArgs a, Plan plan, f
 #pragma unroll
     for (int e = 0; e < N; ++e) acc[g][e] = 0.0f;
   if (slot < slots) {
-    for (int j = jb + slot; j < je; j += slots) {
-      const Vec16<T> vv = Load16(vc + row_of(j) + dc);
+    constexpr int kV = 4;  // V rows in flight per thread
+    for (int j0 = jb + slot; j0 < je; j0 += kV * slots) {
+      Vec16<T> vv[kV];
 #pragma unroll
-      for (int g = 0; g < kMaxG; ++g) {
-        if (g < ng) {
-          const float p = sc[g * kMaxSplitLen + (j - jb)];
+      for (int q = 0; q < kV; ++q) {
+        const int j = j0 + q * slots;
+        if (j < je) vv[q] = Load16(vc + row_of(j) + dc);
+      }
 #pragma unroll
-          for (int e = 0; e < N; ++e) acc[g][e] = fmaf(p, ToF32(vv.e[e]), acc[g][e]);
+      for (int q = 0; q < kV; ++q) {
+        const int j = j0 + q * slots;
+        if (j >= je) break;
+#pragma unroll
+        for (int g = 0; g < kMaxG; ++g) {
+          if (g < ng) {
+            const float p = sc[g * kMaxSplitLen + (j - jb)];
+#pragma unroll
+            for (int e = 0; e < N; ++e) acc[g][e] = fmaf(p, ToF32(vv[q].e[e]), acc[g][e]);
+          }
         }
       }
     }

@@ -5,6 +5,7 @@
 // streaming loads (L1 bypass), U vectors per row in flight per lane; the MT activation rows
 // are re-read from L1/L2 (small, shared by every warp of the SM). fp32 accumulation, one warp
 // reduction per (row, m) at the end.
+#include <cstdlib>
 #include <type_traits>
 
 #include "backend/cuda/kernels/common.cuh"
@@ -115,33 +116,42 @@ __device__ __forceinline__ void MmaTile<__half>(float* c, uint32_t a0, uint32_t 
 
 constexpr int kMmaU = 4;  // 32-k chunks in flight per warp
 
-template <typename T, int NT>
+template <typename T, int NT, int RT>
 __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out, const T* __restrict__ x,
                                                              const T* __restrict__ w, const float* __restrict__ bias,
                                                              int m, int64_t n, int64_t k) {
-  __shared__ float red[kWarps][NT][16][8];
+  __shared__ float red[kWarps][RT][NT][16][8];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * 16;
-  const T* w0 = w + min(row0 + g, n - 1) * k;
-  const T* w1 = w + min(row0 + g + 8, n - 1) * k;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * 16 * RT;
+  const T* wrow[RT][2];
+#pragma unroll
+  for (int rt = 0; rt < RT; ++rt) {
+    wrow[rt][0] = w + min(row0 + rt * 16 + g, n - 1) * k;
+    wrow[rt][1] = w + min(row0 + rt * 16 + g + 8, n - 1) * k;
+  }
   const T* xr[NT];
 #pragma unroll
   for (int t = 0; t < NT; ++t) xr[t] = (t * 8 + g < m) ? x + static_cast<int64_t>(t * 8 + g) * k : nullptr;
-  float c[NT][4];
+  float c[RT][NT][4];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) c[t][0] = c[t][1] = c[t][2] = c[t][3] = 0.0f;
+  for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+    for (int t = 0; t < NT; ++t) c[rt][t][0] = c[rt][t][1] = c[rt][t][2] = c[rt][t][3] = 0.0f;
 
   const int64_t chunks = (k + 31) / 32;
   for (int64_t c0 = warp; c0 < chunks; c0 += kWarps * kMmaU) {
-    Vec16<T> wa[kMmaU], wb[kMmaU], xv[kMmaU][NT];
+    Vec16<T> wv[kMmaU][RT][2], xv[kMmaU][NT];
 #pragma unroll
     for (int u = 0; u < kMmaU; ++u) {
       const int64_t kk = (c0 + u * kWarps) * 32 + tig * 8;
       const bool in = c0 + u * kWarps < chunks && kk < k;
-      wa[u].u = wb[u].u = make_uint4(0, 0, 0, 0);
-      if (in) {
-        wa[u] = LoadStream16(w0 + kk);
-        wb[u] = LoadStream16(w1 + kk);
+#pragma unroll
+      for (int rt = 0; rt < RT; ++rt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          wv[u][rt][h].u = make_uint4(0, 0, 0, 0);
+          if (in) wv[u][rt][h] = LoadStream16(wrow[rt][h] + kk);
+        }
       }
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
@@ -153,34 +163,41 @@ __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out
     for (int u = 0; u < kMmaU; ++u) {
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
-        // A: a0 (row g, k 0-1), a1 (row g+8, k 0-1), a2 (row g, k 2-3), a3 (row g+8, k 2-3) of step s.
-        const uint32_t* pa = reinterpret_cast<const uint32_t*>(&wa[u].u);
-        const uint32_t* pb = reinterpret_cast<const uint32_t*>(&wb[u].u);
 #pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          const uint32_t* px = reinterpret_cast<const uint32_t*>(&xv[u][t].u);
-          MmaTile<T>(c[t], pa[2 * s], pb[2 * s], pa[2 * s + 1], pb[2 * s + 1], px[2 * s], px[2 * s + 1]);
+        for (int rt = 0; rt < RT; ++rt) {
+          // A: a0 (row g, k 0-1), a1 (row g+8, k 0-1), a2 (row g, k 2-3), a3 (row g+8, k 2-3) of step s.
+          const uint32_t* pa = reinterpret_cast<const uint32_t*>(&wv[u][rt][0].u);
+          const uint32_t* pb = reinterpret_cast<const uint32_t*>(&wv[u][rt][1].u);
+#pragma unroll
+          for (int t = 0; t < NT; ++t) {
+            const uint32_t* px = reinterpret_cast<const uint32_t*>(&xv[u][t].u);
+            MmaTile<T>(c[rt][t], pa[2 * s], pb[2 * s], pa[2 * s + 1], pb[2 * s + 1], px[2 * s], px[2 * s + 1]);
+          }
         }
       }
     }
   }
   // C fragment: c0, c1 = (row g, m 2 tig, 2 tig + 1); c2, c3 = (row g + 8, same m).
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    red[warp][t][g][2 * tig] = c[t][0];
-    red[warp][t][g][2 * tig + 1] = c[t][1];
-    red[warp][t][g + 8][2 * tig] = c[t][2];
-    red[warp][t][g + 8][2 * tig + 1] = c[t][3];
+  for (int rt = 0; rt < RT; ++rt) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      red[warp][rt][t][g][2 * tig] = c[rt][t][0];
+      red[warp][rt][t][g][2 * tig + 1] = c[rt][t][1];
+      red[warp][rt][t][g + 8][2 * tig] = c[rt][t][2];
+      red[warp][rt][t][g + 8][2 * tig + 1] = c[rt][t][3];
+    }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < NT * 16 * 8; i += kWarps * 32) {
-    const int t = i / 128, r = (i / 8) % 16, mm = t * 8 + i % 8;
-    if (mm >= m || row0 + r >= n) continue;
+  for (int i = threadIdx.x; i < RT * NT * 16 * 8; i += kWarps * 32) {
+    const int rt = i / (NT * 128), t = (i / 128) % NT, r = (i / 8) % 16, mm = t * 8 + i % 8;
+    const int64_t row = row0 + rt * 16 + r;
+    if (mm >= m || row >= n) continue;
     float v = 0.0f;
 #pragma unroll
-    for (int wi = 0; wi < kWarps; ++wi) v += red[wi][t][r][i % 8];
-    if (bias) v += bias[row0 + r];
-    out[static_cast<int64_t>(mm) * n + row0 + r] = FromF32<T>(v);
+    for (int wi = 0; wi < kWarps; ++wi) v += red[wi][rt][t][r][i % 8];
+    if (bias) v += bias[row];
+    out[static_cast<int64_t>(mm) * n + row] = FromF32<T>(v);
   }
 }
 
@@ -192,18 +209,32 @@ void Launch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n,
   GemvKernel<T, MT, R><<<blocks, kWarps * 32, 0, s>>>(out, x, w, bias, m, n, k, vec);
 }
 
-template <typename T, int NT>
+template <typename T, int NT, int RT>
 void LaunchMma(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, cudaStream_t s) {
-  GemvMmaKernel<T, NT><<<static_cast<unsigned>((n + 15) / 16), kWarps * 32, 0, s>>>(out, x, w, bias, m, n, k);
+  GemvMmaKernel<T, NT, RT><<<static_cast<unsigned>((n + 16 * RT - 1) / (16 * RT)), kWarps * 32, 0, s>>>(
+      out, x, w, bias, m, n, k);
+}
+
+// Experiment knobs (bench A/B): KILN_GEMV_RT=1|2 row tiles per block on the tensor-core path;
+// KILN_GEMV_M1=mma sends m = 1 to the tensor-core path too.
+int EnvInt(const char* name, int def) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : def;
 }
 
 template <typename T>
 void Dispatch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, bool vec,
               cudaStream_t s) {
   if constexpr (!std::is_same_v<T, float>) {
-    if (m >= 2 && vec) {
-      if (m <= 8) return LaunchMma<T, 1>(out, x, w, bias, m, n, k, s);
-      return LaunchMma<T, 2>(out, x, w, bias, m, n, k, s);
+    static const int rt = EnvInt("KILN_GEMV_RT", 1);
+    static const bool m1_mma = EnvInt("KILN_GEMV_M1_MMA", 0) != 0;
+    if ((m >= 2 || m1_mma) && vec) {
+      if (rt == 2) {
+        if (m <= 8) return LaunchMma<T, 1, 2>(out, x, w, bias, m, n, k, s);
+        return LaunchMma<T, 2, 2>(out, x, w, bias, m, n, k, s);
+      }
+      if (m <= 8) return LaunchMma<T, 1, 1>(out, x, w, bias, m, n, k, s);
+      return LaunchMma<T, 2, 1>(out, x, w, bias, m, n, k, s);
     }
   }
   if (m <= 1) return Launch<T, 1, 2>(out, x, w, bias, m, n, k, vec, s);
