@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "format/gguf.h"
 #include "tokenizer/hf_loaders.h"
 #include "tokenizer/jinja.h"
 #include "tokenizer/text_util.h"
@@ -40,6 +41,28 @@ json SpecialsFrom(const json& cfg) {
   return s;
 }
 
+// GGUF metadata: tokenizer.chat_template (or tokenizer.chat_template.<name>), with the BOS/EOS
+// strings taken from the token list.
+Expected<std::pair<std::string, json>> FromGguf(const json& md, const std::string& name, const std::string& where) {
+  const std::string key = name.empty() || name == "default" ? "tokenizer.chat_template" : "tokenizer.chat_template." + name;
+  if (!md.is_object() || !md.contains(key) || !md[key].is_string()) return NotFound(where + ": no " + key);
+  json specials = json::object();
+  const json& toks = md.value("tokenizer.ggml.tokens", json());
+  auto tok_at = [&](const char* k) -> std::string {
+    const json& id = md.value(k, json());
+    if (!toks.is_array() || !id.is_number_integer() || id.get<int64_t>() < 0 ||
+        id.get<size_t>() >= toks.size() || !toks[id.get<size_t>()].is_string())
+      return {};
+    return toks[id.get<size_t>()].get<std::string>();
+  };
+  for (auto [k, gk] : {std::pair{"bos_token", "tokenizer.ggml.bos_token_id"}, {"eos_token", "tokenizer.ggml.eos_token_id"},
+                       {"unk_token", "tokenizer.ggml.unknown_token_id"}, {"pad_token", "tokenizer.ggml.padding_token_id"}}) {
+    std::string v = tok_at(gk);
+    if (!v.empty()) specials[k] = v;
+  }
+  return std::pair{md[key].get<std::string>(), specials};
+}
+
 }  // namespace
 
 Expected<ChatTemplate> ChatTemplate::Create(const std::string& source, json special_tokens) {
@@ -75,14 +98,44 @@ Expected<ChatTemplate> ChatTemplate::Load(const std::string& path, const std::st
     if (!ct.ok()) return ct.status().With(p);
     return ct;
   };
+  auto from_gguf_md = [&](const json& md, const std::string& p) -> Expected<ChatTemplate> {
+    KILN_ASSIGN_OR_RETURN(auto src, FromGguf(md, name, p));
+    auto ct = Create(src.first, src.second);
+    if (!ct.ok()) return ct.status().With(p);
+    return ct;
+  };
   if (tok::IsDirectory(path)) {
     if (tok::FileExists(dir + "/chat_template.jinja")) return from_jinja(dir + "/chat_template.jinja");
     if (tok::FileExists(dir + "/chat_template.json")) return from_json_file(dir + "/chat_template.json");
     if (cfg.is_object()) return from_json_file(cfg_path);
-    return NotFound(path + ": no chat_template.jinja, chat_template.json or tokenizer_config.json");
+    if (tok::FileExists(dir + "/tokenizer.gguf.json")) {
+      KILN_ASSIGN_OR_RETURN(json md, tok::ReadJsonFile(dir + "/tokenizer.gguf.json"));
+      return from_gguf_md(md, dir + "/tokenizer.gguf.json");
+    }
+    // An engine directory may carry the template in config.json's "tokenizer" section.
+    if (tok::FileExists(dir + "/config.json")) {
+      KILN_ASSIGN_OR_RETURN(json ec, tok::ReadJsonFile(dir + "/config.json"));
+      const json& t = ec.value("tokenizer", json());
+      if (t.is_object() && t.contains("chat_template")) {
+        KILN_ASSIGN_OR_RETURN(std::string src, PickTemplate(t["chat_template"], name, dir + "/config.json"));
+        auto ct = Create(src, SpecialsFrom(t));
+        if (!ct.ok()) return ct.status().With(dir + "/config.json");
+        return ct;
+      }
+    }
+    return NotFound(path + ": no chat_template.jinja, chat_template.json, tokenizer_config.json, "
+                    "tokenizer.gguf.json or config.json tokenizer.chat_template");
   }
   if (!tok::FileExists(path)) return NotFound(path + ": no such file");
   if (fs::path(path).extension() == ".jinja") return from_jinja(path);
+  if (fs::path(path).extension() == ".gguf") {
+    KILN_ASSIGN_OR_RETURN(json md, ReadGgufMetadata(path));
+    return from_gguf_md(md, path);
+  }
+  if (fs::path(path).filename() == "tokenizer.gguf.json") {
+    KILN_ASSIGN_OR_RETURN(json md, tok::ReadJsonFile(path));
+    return from_gguf_md(md, path);
+  }
   return from_json_file(path);
 }
 

@@ -103,6 +103,10 @@ Status ApplyTransformersConfig(const json& cfg, const json& gen, PipelineSpec* s
       if (cfg.value("add_bos_token", true) && bos >= 0) spec->prefix_ids.push_back(bos);
       if (cfg.value("add_eos_token", false) && eos >= 0) spec->suffix_ids.push_back(eos);
     } else {
+      // add_prefix_space in the config overrides the ByteLevel pre-tokenizer's (GPT-2 family).
+      if (cfg.contains("add_prefix_space") && cfg["add_prefix_space"].is_boolean())
+        for (PreTokOp& op : spec->pretokenizers)
+          if (op.kind == PreTokOp::kByteLevel) op.add_prefix_space = cfg["add_prefix_space"].get<bool>();
       auto flag = [&](const char* k) { return cfg.contains(k) && cfg[k].is_boolean() && cfg[k].get<bool>(); };
       if (flag("add_bos_token") && bos >= 0 && spec->prefix_ids.empty()) spec->prefix_ids.push_back(bos);
       if (flag("add_eos_token") && eos >= 0 && spec->suffix_ids.empty()) spec->suffix_ids.push_back(eos);

@@ -204,6 +204,26 @@ TEST(TokenizerEngineDir, SaveAndLoadRoundTrip) {
   }
 }
 
+// A GGUF's tokenizer.chat_template travels with tokenizer.gguf.json into an engine dir.
+TEST(ChatTemplateGguf, TemplateFromGgufMetadata) {
+  const std::string gguf = SharedPath("models/stories260K/stories260K.gguf");
+  if (!Exists(gguf)) GTEST_SKIP() << "fixture missing: " << gguf;
+  auto md = ReadGgufMetadata(gguf);
+  ASSERT_TRUE(md.ok()) << md.status().message();
+  (*md)["tokenizer.chat_template"] = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
+  const std::string dir = TempDir("gguf_chat");
+  ASSERT_TRUE(SaveGgufTokenizerJson(*md, dir).ok());
+  auto ct = ChatTemplate::Load(dir);
+  ASSERT_TRUE(ct.ok()) << ct.status().message();
+  auto text = ct->Render(nlohmann::json::parse(R"([{"role":"user","content":"Hi"}])"));
+  ASSERT_TRUE(text.ok()) << text.status().message();
+X
+  auto tok = LoadTokenizer(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status().message();
+  EXPECT_EQ(Ids((*tok)->Encode("Once upon a time", true)), "[1 403 407 261 378]");
+  std::filesystem::remove_all(dir);
+}
+
 TEST(TokenizerSpecials, BosEosAndSpecialFlags) {
   const std::string l3 = SharedPath("tokenizers/llama3");
   if (!Exists(l3)) GTEST_SKIP() << "fixture missing: " << l3;
