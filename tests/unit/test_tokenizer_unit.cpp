@@ -217,7 +217,7 @@ TEST(ChatTemplateGguf, TemplateFromGgufMetadata) {
   ASSERT_TRUE(ct.ok()) << ct.status().message();
   auto text = ct->Render(nlohmann::json::parse(R"([{"role":"user","content":"Hi"}])"));
   ASSERT_TRUE(text.ok()) << text.status().message();
-X
+  EXPECT_EQ(*text, "<s>Hi</s>");
   auto tok = LoadTokenizer(dir);
   ASSERT_TRUE(tok.ok()) << tok.status().message();
   EXPECT_EQ(Ids((*tok)->Encode("Once upon a time", true)), "[1 403 407 261 378]");
