@@ -273,6 +273,14 @@ TEST(GgufTest, Stories260KEqualsLlama2cBin) {
   }
 }
 
+TEST(GgufTest, OpenCheckpointDispatchesByMagic) {
+  REQUIRE_FIXTURES();
+  auto ck = OpenCheckpoint(StoriesGguf());
+  ASSERT_TRUE(ck.ok()) << ck.status().message();
+  EXPECT_EQ(ck->format, "gguf");
+  EXPECT_FALSE(ck->gguf_metadata.empty());
+}
+
 TEST(GgufTest, VocabOnlyFilesParse) {
   REQUIRE_FIXTURES();
   const std::string dir = SharedDir() + "/models/ggml-vocab";

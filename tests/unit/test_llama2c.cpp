@@ -88,6 +88,16 @@ TEST(Llama2cTest, Stories260KMatchesHfFixture) {
   EXPECT_EQ(c["eos_token_id"], 2);
 }
 
+TEST(Llama2cTest, OpenCheckpointDispatchesToLlama2c) {
+  REQUIRE_FIXTURES();
+  for (const char* f : {"stories260K.bin", "stories260K_v1.bin"}) {
+    if (!fs::exists(StoriesDir() + "/" + f)) continue;
+    auto ck = OpenCheckpoint(StoriesDir() + "/" + f);
+    ASSERT_TRUE(ck.ok()) << ck.status().message();
+    EXPECT_EQ(ck->format, "llama2c") << f;
+  }
+}
+
 TEST(Llama2cTest, Stories260KV1FileMatchesHfFixture) {
   REQUIRE_FIXTURES();
   const std::string path = StoriesDir() + "/stories260K_v1.bin";
