@@ -28,6 +28,7 @@ struct ExecutorOptions {
   int block_size = 16;                // tokens per KV block
   bool enable_prefix_caching = true;
   std::string scheduler_policy = "max_utilization";  // max_utilization | guaranteed_no_evict
+  std::string schedule_order = "fcfs";  // fcfs | priority (Request::priority, higher first; FCFS among equals)
   bool enable_chunked_prefill = true;
   int max_queue_size = 0;             // waiting requests accepted (0 = unbounded)
   bool shuffle_blocks = false;        // testing: hand out physical blocks in shuffled order
@@ -59,7 +60,9 @@ struct RequestStats {
   double queue_ms = 0, ttft_ms = 0, e2e_ms = 0;
 };
 
-// One event per generated token, plus a final one (finished = true, token = -1 possible).
+// One event per generated token; the last one has finished = true. The final event carries the
+// request's last token when it ends on one (length, stop string); else token = -1 (EOS or a stop
+// token, which are not part of the output; cancel; error).
 struct RequestEvent {
   uint64_t request_id = 0;
   int32_t token = -1;
