@@ -16,6 +16,25 @@ if [[ "${1:-}" == "--stage" ]]; then
   build="${2:-build-cuda}"
   rm -rf .carry && mkdir -p .carry/lib
   cp "$build/kiln_cuda_ops_tests" "$build/bench/kernels/kiln_bench_gemv" .carry/
+  # End-to-end (--e2e): the CLI, engines of every hf-tiny fixture (f32 and bf16), stories260K,
+  # a dummy-weight Llama-3-8B engine, and the fixtures' references (built here, CPU only).
+  if [[ -x "$build/kiln" ]]; then
+    cp "$build/kiln" .carry/
+    fx=../shared/fixtures
+    mkdir -p .carry/engines .carry/refs
+    for d in "$fx"/hf-tiny/*/ "$fx"/stories260K-hf/; do
+      a=$(basename "$d")
+      dts="f32"  # bf16 for a subset that covers every attention/positional variant (64 MiB carry limit)
+      case "$a" in llama|qwen3|gemma2|phi2|phi3|bloom_alibi|mistral_sliding|glm|stories260K-hf) dts="f32 bf16" ;; esac
+      for dt in $dts; do
+        "$build/kiln" build --checkpoint "$d" --out ".carry/engines/$a.$dt" --dtype "$dt" >/dev/null 2>&1 || echo "build failed: $a $dt"
+      done
+      mkdir -p ".carry/refs/$a" && cp "$d/reference.json" "$d/reference.safetensors" ".carry/refs/$a/"
+    done
+    "$build/kiln" build --config ../shared/configs/llama-3-8b.json --dummy-weights --dtype bf16 \
+      --out .carry/engines/llama-3-8b.bf16 >/dev/null 2>&1
+  fi
+  strip .carry/kiln* 2>/dev/null
   # Everything the binaries load except libc/libstdc++/CUDA (the GPU machine has those).
   ldd .carry/kiln_cuda_ops_tests .carry/kiln_bench_gemv | awk '/=> \// {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|libcublas|libcublasLt|libcudart)\.so' |
@@ -24,12 +43,13 @@ if [[ "${1:-}" == "--stage" ]]; then
   exit 0
 fi
 
-memcheck=1 bench=1 sweep=0 filter='CudaOps*'
+memcheck=1 bench=1 sweep=0 e2e=0 filter='CudaOps*'
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --no-memcheck) memcheck=0 ;;
     --no-bench) bench=0 ;;
-    --gemv-sweep) sweep=1 ;;  # also A/B the GEMV variants (KILN_GEMV_RT=2, KILN_GEMV_M1_MMA=1)
+    --gemv-sweep) sweep=1 ;;
+    --e2e) e2e=1 ;;  # kiln logits/run on the GPU vs the CPU and the HF references; 8B decode timing  # also A/B the GEMV variants (KILN_GEMV_RT=2, KILN_GEMV_M1_MMA=1)
     --filter) filter="$2"; shift ;;
   esac
   shift
@@ -63,6 +83,78 @@ if [[ $sweep == 1 ]]; then
   done
 fi
 
+e2e_summary="not run"
+if [[ $e2e == 1 && -x .carry/kiln ]]; then
+  echo "== end to end: kiln logits on cpu / cuda f32 / cuda f32 decode / cuda bf16 vs the HF references"
+  t0=$(date +%s)
+  e2e_dir="$out/e2e" && mkdir -p "$e2e_dir"
+  for r in .carry/refs/*/; do
+    a=$(basename "$r")
+    python3 -c "import json,sys; r=json.load(open('$r/reference.json')); [print(i, ','.join(map(str, c['prompt']))) for i, c in enumerate(r['cases'])]" |
+    while read -r i toks; do
+      .carry/kiln logits --engine ".carry/engines/$a.f32" --device cpu --tokens "$toks" --out "$e2e_dir/$a.$i.cpu.st" </dev/null >/dev/null 2>>"$e2e_dir/err.log"
+      .carry/kiln logits --engine ".carry/engines/$a.f32" --device cuda --f32 --tokens "$toks" --out "$e2e_dir/$a.$i.gpu32.st" </dev/null >/dev/null 2>>"$e2e_dir/err.log"
+      .carry/kiln logits --engine ".carry/engines/$a.f32" --device cuda --f32 --decode --tokens "$toks" --out "$e2e_dir/$a.$i.gpu32d.st" </dev/null >/dev/null 2>>"$e2e_dir/err.log"
+      [[ -d ".carry/engines/$a.bf16" ]] && .carry/kiln logits --engine ".carry/engines/$a.bf16" --device cuda --tokens "$toks" --out "$e2e_dir/$a.$i.gpu16.st" </dev/null >/dev/null 2>>"$e2e_dir/err.log"
+    done
+  done
+  python3 - "$e2e_dir" <<'PY' | tee "$out/e2e.txt"
+import glob, json, os, sys
+import numpy as np
+from safetensors.numpy import load_file
+d = sys.argv[1]
+print(f"{'fixture':32s} {'case':>4s} {'cpu':>9s} {'cuda f32':>9s} {'f32 dec':>9s} {'cuda bf16':>9s} {'bf16 top1':>9s}")
+worst = {"cpu": 0, "gpu32": 0, "gpu32d": 0, "gpu16": 0}; top1_bad = 0; top1_n = 0; missing = 0
+for r in sorted(glob.glob(".carry/refs/*/")):
+    a = os.path.basename(r.rstrip("/"))
+    ref = json.load(open(r + "reference.json")); refs = load_file(r + "reference.safetensors")
+    for i, c in enumerate(ref["cases"]):
+        R = refs[c["logits_tensor"]].astype(np.float64)
+        row = []
+        for k in ["cpu", "gpu32", "gpu32d", "gpu16"]:
+            f = f"{d}/{a}.{i}.{k}.st"
+            if not os.path.exists(f):
+                row.append("-")
+                if k != "gpu16": missing += 1
+                continue
+            L = load_file(f)["logits"].astype(np.float64).reshape(R.shape)
+            e = float(np.linalg.norm(L - R) / np.linalg.norm(R)) if np.isfinite(L).all() else float("inf")
+            worst[k] = max(worst[k], e); row.append(e)
+            if k == "gpu16":
+                srt = np.sort(R, axis=1); margin = srt[:, -1] - srt[:, -2]
+                sel = margin >= 0.1
+                top1_n += int(sel.sum()); agree = (L.argmax(1) == R.argmax(1))[sel]
+                top1_bad += int((~agree).sum()); row.append(f"{int(agree.sum())}/{int(sel.sum())}")
+        print(f"{a:32s} {i:4d} " + " ".join(f"{x:9.2e}" if isinstance(x, float) else f"{x:>9s}" for x in row))
+print(f"worst rel L2 vs HF: cpu {worst['cpu']:.2e}, cuda f32 {worst['gpu32']:.2e}, cuda f32 decode {worst['gpu32d']:.2e}, "
+      f"cuda bf16 {worst['gpu16']:.2e}; bf16 top-1 disagreements at margin>=0.1: {top1_bad}/{top1_n}; missing {missing}")
+PY
+  # stories260K: greedy story on the GPU in bf16 vs the reference (first 100 tokens at least).
+  want=$(python3 -c "import json; g=json.load(open('.carry/refs/stories260K-hf/reference.json'))['greedy_from_bos']; print(' '.join(map(str, g['greedy'])))")
+  for dt in f32 bf16; do
+    got=$(.carry/kiln run --engine ".carry/engines/stories260K-hf.$dt" --device cuda --tokens 1 --max-tokens 256 \
+          --temperature 0 --ignore-eos --output-tokens 2>>"$e2e_dir/err.log")
+    python3 -c "
+w='$want'.split(); g='$got'.split(); n=0
+while n < min(len(w), len(g)) and w[n] == g[n]: n += 1
+print('stories260K greedy on cuda $dt: first %d of %d tokens match the reference' % (n, len(w)))" | tee -a "$out/e2e.txt"
+  done
+  # Dummy Llama-3-8B, bf16, batch 1: prompt 128 tokens, time 256 vs 1 output tokens -> TPOT.
+  toks=$(python3 -c "print(','.join(str(1000 + i) for i in range(128)))")
+  for n in 1 256; do
+    s0=$(date +%s.%N)
+    .carry/kiln run --engine .carry/engines/llama-3-8b.bf16 --device cuda --tokens "$toks" --max-tokens $n \
+      --temperature 0 --ignore-eos --output-tokens >/dev/null 2>>"$e2e_dir/err.log"
+    echo "$n $(python3 -c "import time; print(time.time() - $s0)")"
+  done | tee "$e2e_dir/l3.txt"
+  python3 -c "
+l = dict(map(float, x.split()) for x in open('$e2e_dir/l3.txt'))
+t = (l[256] - l[1]) / 255
+print('Llama-3-8B dummy bf16 batch 1 ISL 128: kiln run wall %.2f s (1 token) / %.2f s (256 tokens) -> %.2f ms per output token, %.1f tok/s' % (l[1], l[256], 1e3 * t, 1 / t))" | tee -a "$out/e2e.txt"
+  head -5 "$e2e_dir/err.log"
+  e2e_summary="$(tail -4 "$out/e2e.txt" | tr '\n' ' ') ($(( $(date +%s) - t0 )) s)"
+fi
+
 mc_summary="not run"
 if [[ $memcheck == 1 ]] && command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer memcheck (op tests)"
@@ -78,6 +170,7 @@ echo
 echo "================ summary ================"
 grep -E '^\[  PASSED  \]|^\[  FAILED  \]|^\[  SKIPPED \]' "$out/ops_tests.log" | sort | uniq -c | head -20
 echo "memcheck: $mc_summary"
+echo "e2e: $e2e_summary"
 if [[ $bench == 1 ]]; then
   grep -E '^copy|^  M=' "$out/bench_gemv.log"
 fi
