@@ -44,7 +44,7 @@ struct RequestState {
   std::optional<Sampler> sampler;
   std::unique_ptr<IncrementalDetokenizer> detok;
   std::optional<StopMatcher> stops;
-  std::vector<int32_t> stop_ids; // EOS (unless ignore_eos) and stop_token_ids
+  std::vector<int32_t> stop_ids;  // EOS (unless ignore_eos) and stop_token_ids
   Clock::time_point t_enqueue, t_scheduled, t_first;
   bool scheduled = false, got_first = false;
   // This step's draw (filled in parallel, consumed in order).
@@ -54,14 +54,13 @@ struct RequestState {
 };
 
 class ExecutorImpl final : public Executor {
-public:
+ public:
   explicit ExecutorImpl(const ExecutorOptions &o) : opt_(o) {}
   ~ExecutorImpl() override { Shutdown(false); }
 
   Status Init(const std::string &dir);
 
-  Expected<uint64_t> Enqueue(Request request,
-                             RequestCallback on_event) override;
+  Expected<uint64_t> Enqueue(Request request, RequestCallback on_event) override;
   void Cancel(uint64_t id) override {
     std::lock_guard<std::mutex> lk(mu_);
     cancels_.push_back(id);
@@ -76,12 +75,10 @@ public:
       std::lock_guard<std::mutex> lk(mu_);
       accepting_ = false;
       stop_ = true;
-      if (!drain)
-        cancel_all_ = true;
+      if (!drain) cancel_all_ = true;
       cv_loop_.notify_one();
     }
-    if (loop_.joinable() && loop_.get_id() != std::this_thread::get_id())
-      loop_.join();
+    if (loop_.joinable() && loop_.get_id() != std::this_thread::get_id()) loop_.join();
   }
 
   ExecutorMetrics Metrics() const override {
@@ -95,38 +92,33 @@ public:
   int64_t max_seq_len() const override { return max_seq_len_; }
   int64_t vocab_size() const override { return model_->config().vocab_size; }
 
-  Expected<std::vector<int32_t>> Encode(std::string_view text,
-                                        bool add_special) const override {
+  Expected<std::vector<int32_t>> Encode(std::string_view text, bool add_special) const override {
     if (!tok_)
-      return NotFound("this engine has no tokenizer (rebuild with --tokenizer, "
-                      "or pass token ids)");
+      return NotFound(
+          "this engine has no tokenizer (rebuild with --tokenizer, "
+          "or pass token ids)");
     return tok_->Encode(text, add_special);
   }
   Expected<std::string> Decode(std::span<const int32_t> ids) const override {
-    if (!tok_)
-      return NotFound(
-          "this engine has no tokenizer (rebuild with --tokenizer)");
+    if (!tok_) return NotFound("this engine has no tokenizer (rebuild with --tokenizer)");
     return tok_->Decode(ids);
   }
-  Expected<std::string> ApplyChatTemplate(const std::string &,
-                                          bool) const override {
+  Expected<std::string> ApplyChatTemplate(const std::string &, bool) const override {
     return Unsupported("chat templates are not available in the executor yet");
   }
   int32_t bos_id() const override {
-    if (model_->config().bos_id >= 0)
-      return model_->config().bos_id;
+    if (model_->config().bos_id >= 0) return model_->config().bos_id;
     return tok_ ? tok_->bos_id() : -1;
   }
   std::vector<int32_t> eos_ids() const override {
     std::vector<int32_t> ids = model_->config().eos_ids;
     if (tok_)
       for (int32_t id : tok_->eos_ids())
-        if (std::find(ids.begin(), ids.end(), id) == ids.end())
-          ids.push_back(id);
+        if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
     return ids;
   }
 
-private:
+ private:
   void Loop();
   void RunStep();
   void SampleRows(const std::vector<RequestState *> &rows);
@@ -134,8 +126,7 @@ private:
   void Emit(RequestState &st, RequestEvent &ev);
   // Sends the final event (token: the last token when the request ends on one)
   // and retires it.
-  void Finish(RequestState &st, RequestEvent ev, const std::string &reason,
-              const std::string &error = {});
+  void Finish(RequestState &st, RequestEvent ev, const std::string &reason, const std::string &error = {});
   void PublishMetrics();
 
   ExecutorOptions opt_;
@@ -157,49 +148,35 @@ private:
   std::deque<std::unique_ptr<RequestState>> inbox_;
   std::vector<uint64_t> cancels_;
   uint64_t next_id_ = 1, n_enqueued_ = 0, n_done_ = 0;
-  bool accepting_ = true, stop_ = false, cancel_all_ = false,
-       loop_exited_ = false;
+  bool accepting_ = true, stop_ = false, cancel_all_ = false, loop_exited_ = false;
   ExecutorMetrics metrics_;
   std::thread loop_;
 
   // Step-loop thread only.
   std::unordered_map<uint64_t, std::unique_ptr<RequestState>> active_;
-  ExecutorMetrics
-      counters_; // cumulative counters, copied into metrics_ each step
+  ExecutorMetrics counters_;  // cumulative counters, copied into metrics_ each step
   uint64_t arrival_ = 0;
-  std::vector<float>
-      logits_; // [n_logits, vocab] host copy of this step's logits
-  std::vector<SequenceChunk> chunks_; // this step's packing
+  std::vector<float> logits_;          // [n_logits, vocab] host copy of this step's logits
+  std::vector<SequenceChunk> chunks_;  // this step's packing
 };
 
 Status ExecutorImpl::Init(const std::string &dir) {
   const ExecutorOptions &o = opt_;
   if (o.block_size <= 0 || o.block_size > 1024)
-    return InvalidArgument("block_size must be in [1, 1024], got " +
-                           std::to_string(o.block_size));
-  if (o.max_batch_size <= 0)
-    return InvalidArgument("max_batch_size must be positive");
-  if (o.max_num_tokens <= 0)
-    return InvalidArgument("max_num_tokens must be positive");
-  if (o.max_seq_len < 0)
-    return InvalidArgument(
-        "max_seq_len must be >= 0 (0 = the model's max positions)");
+    return InvalidArgument("block_size must be in [1, 1024], got " + std::to_string(o.block_size));
+  if (o.max_batch_size <= 0) return InvalidArgument("max_batch_size must be positive");
+  if (o.max_num_tokens <= 0) return InvalidArgument("max_num_tokens must be positive");
+  if (o.max_seq_len < 0) return InvalidArgument("max_seq_len must be >= 0 (0 = the model's max positions)");
   if (!(o.kv_cache_fraction > 0.0 && o.kv_cache_fraction <= 1.0))
-    return InvalidArgument("kv_cache_fraction must be in (0, 1], got " +
-                           std::to_string(o.kv_cache_fraction));
-  if (o.kv_cache_bytes < 0)
-    return InvalidArgument("kv_cache_bytes must be >= 0 (0 = no cap)");
-  if (o.max_queue_size < 0)
-    return InvalidArgument("max_queue_size must be >= 0 (0 = unbounded)");
-  KILN_ASSIGN_OR_RETURN(CapacityPolicy policy,
-                        ParseCapacityPolicy(o.scheduler_policy));
-  KILN_ASSIGN_OR_RETURN(ScheduleOrder order,
-                        ParseScheduleOrder(o.schedule_order));
+    return InvalidArgument("kv_cache_fraction must be in (0, 1], got " + std::to_string(o.kv_cache_fraction));
+  if (o.kv_cache_bytes < 0) return InvalidArgument("kv_cache_bytes must be >= 0 (0 = no cap)");
+  if (o.max_queue_size < 0) return InvalidArgument("max_queue_size must be >= 0 (0 = unbounded)");
+  KILN_ASSIGN_OR_RETURN(CapacityPolicy policy, ParseCapacityPolicy(o.scheduler_policy));
+  KILN_ASSIGN_OR_RETURN(ScheduleOrder order, ParseScheduleOrder(o.schedule_order));
 
   KILN_ASSIGN_OR_RETURN(EngineConfig cfg, ReadEngineConfig(dir));
   std::string device = o.device;
-  if (device == "auto")
-    device = CudaAvailable() ? "cuda" : "cpu";
+  if (device == "auto") device = CudaAvailable() ? "cuda" : "cpu";
   const bool is_cpu = device == "cpu";
   if (is_cpu) {
     backend_ = MakeCpuBackend();
@@ -208,34 +185,26 @@ Status ExecutorImpl::Init(const std::string &dir) {
     if (device.size() > 5 && device[4] == ':')
       index = std::atoi(device.c_str() + 5);
     else if (device != "cuda")
-      return InvalidArgument("device: expected cpu, cuda or cuda:N, got '" +
-                             device + "'");
-    KILN_ASSIGN_OR_RETURN(
-        backend_,
-        MakeCudaBackend(index, o.f32_activations ? DType::kF32 : cfg.dtype));
+      return InvalidArgument("device: expected cpu, cuda or cuda:N, got '" + device + "'");
+    KILN_ASSIGN_OR_RETURN(backend_, MakeCudaBackend(index, o.f32_activations ? DType::kF32 : cfg.dtype));
   } else {
-    return InvalidArgument("device: expected auto, cpu, cuda or cuda:N, got '" +
-                           device + "'");
+    return InvalidArgument("device: expected auto, cpu, cuda or cuda:N, got '" + device + "'");
   }
   Model::Progress progress;
   if (o.show_progress)
     progress = [](size_t done, size_t total) {
       std::fprintf(stderr, "\rkiln: loading weights %zu/%zu", done, total);
-      if (done == total)
-        std::fprintf(stderr, "\n");
+      if (done == total) std::fprintf(stderr, "\n");
     };
   KILN_ASSIGN_OR_RETURN(model_, Model::Load(dir, *backend_, progress));
   const ModelConfig &mc = model_->config();
   vocab_ = mc.vocab_size;
   max_seq_len_ = o.max_seq_len > 0 ? o.max_seq_len : mc.max_position_embeddings;
   if (max_seq_len_ > mc.max_position_embeddings && mc.position == "learned")
-    return InvalidArgument("max_seq_len " + std::to_string(max_seq_len_) +
-                           " exceeds the model's " +
-                           std::to_string(mc.max_position_embeddings) +
-                           " learned positions");
+    return InvalidArgument("max_seq_len " + std::to_string(max_seq_len_) + " exceeds the model's " +
+                           std::to_string(mc.max_position_embeddings) + " learned positions");
   auto tok = LoadTokenizer(dir);
-  if (tok.ok())
-    tok_ = std::move(tok).value();
+  if (tok.ok()) tok_ = std::move(tok).value();
   eos_ = eos_ids();
 
   // Memory, planned up front: weights, activations and the step workspace
@@ -245,18 +214,15 @@ Status ExecutorImpl::Init(const std::string &dir) {
   shape.max_seqs = std::min(o.max_batch_size, o.max_num_tokens);
   shape.max_blocks_per_seq = (max_seq_len_ + o.block_size - 1) / o.block_size;
   KILN_RETURN_IF_ERROR(model_->Reserve(shape.max_tokens, shape.max_seqs));
-  KILN_RETURN_IF_ERROR(
-      steps_.Reserve(*backend_, static_cast<int>(shape.max_tokens),
-                     static_cast<int>(shape.max_seqs),
-                     static_cast<int>(shape.max_blocks_per_seq)));
+  KILN_RETURN_IF_ERROR(steps_.Reserve(*backend_, static_cast<int>(shape.max_tokens),
+                                      static_cast<int>(shape.max_seqs),
+                                      static_cast<int>(shape.max_blocks_per_seq)));
   plan_.weights = model_->weight_bytes();
-  plan_.activations = ActivationBytes(mc, backend_->act_dtype(),
-                                      shape.max_tokens, shape.max_seqs);
+  plan_.activations = ActivationBytes(mc, backend_->act_dtype(), shape.max_tokens, shape.max_seqs);
   plan_.workspace = StepWorkspaceBytes(shape);
   plan_.max_seq_len = max_seq_len_;
   KILN_RETURN_IF_ERROR(PlanKvCache(*backend_, is_cpu, mc, o, &plan_));
-  KILN_ASSIGN_OR_RETURN(
-      kv_, KvCache::Create(*backend_, mc, plan_.kv_blocks, o.block_size));
+  KILN_ASSIGN_OR_RETURN(kv_, KvCache::Create(*backend_, mc, plan_.kv_blocks, o.block_size));
 
   BlockManagerOptions bo;
   bo.n_blocks = plan_.kv_blocks;
@@ -284,55 +250,43 @@ Status ExecutorImpl::Init(const std::string &dir) {
 Expected<uint64_t> ExecutorImpl::Enqueue(Request r, RequestCallback on_event) {
   auto reject = [&](Status s) -> Expected<uint64_t> {
     std::lock_guard<std::mutex> lk(mu_);
-    ++metrics_.requests_rejected; // kept across PublishMetrics
+    ++metrics_.requests_rejected;  // kept across PublishMetrics
     return s;
   };
-  if (Status s = r.sampling.Validate(); !s.ok())
-    return reject(s);
+  if (Status s = r.sampling.Validate(); !s.ok()) return reject(s);
   if (r.max_tokens < 0)
-    return reject(InvalidArgument("max_tokens must be >= 0, got " +
-                                  std::to_string(r.max_tokens)));
+    return reject(InvalidArgument("max_tokens must be >= 0, got " + std::to_string(r.max_tokens)));
   if (r.logprobs < 0 || r.logprobs > vocab_)
-    return reject(InvalidArgument("logprobs must be in [0, vocab size " +
-                                  std::to_string(vocab_) + "]"));
+    return reject(InvalidArgument("logprobs must be in [0, vocab size " + std::to_string(vocab_) + "]"));
   if (r.prompt.empty()) {
     if (bos_id() < 0)
-      return reject(InvalidArgument(
-          "prompt: empty and the model has no BOS token to start from"));
+      return reject(InvalidArgument("prompt: empty and the model has no BOS token to start from"));
     r.prompt.push_back(bos_id());
   }
   for (size_t i = 0; i < r.prompt.size(); ++i)
     if (r.prompt[i] < 0 || r.prompt[i] >= vocab_)
-      return reject(InvalidArgument(
-          "prompt: token id " + std::to_string(r.prompt[i]) + " at index " +
-          std::to_string(i) + " is outside the vocabulary [0, " +
-          std::to_string(vocab_) + ")"));
+      return reject(InvalidArgument("prompt: token id " + std::to_string(r.prompt[i]) + " at index " +
+                                    std::to_string(i) + " is outside the vocabulary [0, " +
+                                    std::to_string(vocab_) + ")"));
   for (int32_t id : r.stop_token_ids)
     if (id < 0 || id >= vocab_)
-      return reject(InvalidArgument("stop_token_ids: " + std::to_string(id) +
-                                    " is outside the vocabulary"));
+      return reject(InvalidArgument("stop_token_ids: " + std::to_string(id) + " is outside the vocabulary"));
   const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_tokens;
-  if (total > max_seq_len_ ||
-      static_cast<int64_t>(r.prompt.size()) >= max_seq_len_)
-    return reject(InvalidArgument(
-        "prompt (" + std::to_string(r.prompt.size()) +
-        " tokens) + max_tokens (" + std::to_string(r.max_tokens) +
-        ") exceeds max_seq_len " + std::to_string(max_seq_len_)));
-  const int64_t need_blocks = bm_->BlocksFor(
-      std::max<int64_t>(total - 1, static_cast<int64_t>(r.prompt.size())));
+  if (total > max_seq_len_ || static_cast<int64_t>(r.prompt.size()) >= max_seq_len_)
+    return reject(InvalidArgument("prompt (" + std::to_string(r.prompt.size()) + " tokens) + max_tokens (" +
+                                  std::to_string(r.max_tokens) + ") exceeds max_seq_len " +
+                                  std::to_string(max_seq_len_)));
+  const int64_t need_blocks =
+      bm_->BlocksFor(std::max<int64_t>(total - 1, static_cast<int64_t>(r.prompt.size())));
   if (need_blocks > plan_.kv_blocks)
-    return reject(Status(ErrorCode::kOutOfMemory,
-                         "prompt + max_tokens needs " +
-                             std::to_string(need_blocks) +
-                             " KV blocks but the cache holds " +
-                             std::to_string(plan_.kv_blocks) +
-                             " (raise kv_cache_bytes / kv_cache_fraction)"));
+    return reject(Status(ErrorCode::kOutOfMemory, "prompt + max_tokens needs " + std::to_string(need_blocks) +
+                                                      " KV blocks but the cache holds " +
+                                                      std::to_string(plan_.kv_blocks) +
+                                                      " (raise kv_cache_bytes / kv_cache_fraction)"));
   if (!r.stop.empty() && !tok_)
-    return reject(
-        InvalidArgument("stop: stop strings need an engine with a tokenizer"));
+    return reject(InvalidArgument("stop: stop strings need an engine with a tokenizer"));
   for (const std::string &s : r.stop)
-    if (s.empty())
-      return reject(InvalidArgument("stop: empty stop string"));
+    if (s.empty()) return reject(InvalidArgument("stop: empty stop string"));
 
   auto st = std::make_unique<RequestState>();
   st->t_enqueue = Clock::now();
@@ -342,10 +296,8 @@ Expected<uint64_t> ExecutorImpl::Enqueue(Request r, RequestCallback on_event) {
     st->detok->SetPrompt(r.prompt);
   }
   st->stops.emplace(r.stop);
-  if (!r.ignore_eos)
-    st->stop_ids = eos_;
-  st->stop_ids.insert(st->stop_ids.end(), r.stop_token_ids.begin(),
-                      r.stop_token_ids.end());
+  if (!r.ignore_eos) st->stop_ids = eos_;
+  st->stop_ids.insert(st->stop_ids.end(), r.stop_token_ids.begin(), r.stop_token_ids.end());
   st->seq.tokens = r.prompt;
   st->seq.n_prompt = static_cast<int>(r.prompt.size());
   st->seq.max_new_tokens = r.max_tokens;
@@ -358,14 +310,10 @@ Expected<uint64_t> ExecutorImpl::Enqueue(Request r, RequestCallback on_event) {
     ++metrics_.requests_rejected;
     return Status(ErrorCode::kCancelled, "the executor is shut down");
   }
-  if (opt_.max_queue_size > 0 &&
-      metrics_.waiting + static_cast<int>(inbox_.size()) >=
-          opt_.max_queue_size) {
+  if (opt_.max_queue_size > 0 && metrics_.waiting + static_cast<int>(inbox_.size()) >= opt_.max_queue_size) {
     ++metrics_.requests_rejected;
-    return Status(ErrorCode::kOutOfMemory,
-                  "queue full: max_queue_size " +
-                      std::to_string(opt_.max_queue_size) +
-                      " requests are waiting");
+    return Status(ErrorCode::kOutOfMemory, "queue full: max_queue_size " +
+                                               std::to_string(opt_.max_queue_size) + " requests are waiting");
   }
   const uint64_t id = next_id_++;
   st->seq.id = id;
@@ -377,12 +325,11 @@ Expected<uint64_t> ExecutorImpl::Enqueue(Request r, RequestCallback on_event) {
 
 void ExecutorImpl::Emit(RequestState &st, RequestEvent &ev) {
   ev.request_id = st.seq.id;
-  if (st.cb)
-    st.cb(ev);
+  if (st.cb) st.cb(ev);
 }
 
-void ExecutorImpl::Finish(RequestState &st, RequestEvent ev,
-                          const std::string &reason, const std::string &error) {
+void ExecutorImpl::Finish(RequestState &st, RequestEvent ev, const std::string &reason,
+                          const std::string &error) {
   const auto now = Clock::now();
   ev.finished = true;
   ev.finish_reason = reason;
@@ -392,8 +339,7 @@ void ExecutorImpl::Finish(RequestState &st, RequestEvent ev,
   s.cached_prompt_tokens = st.seq.cached_prompt_tokens;
   s.generated_tokens = st.seq.generated();
   s.preemptions = st.seq.preemptions;
-  s.queue_ms =
-      st.scheduled ? Ms(st.t_enqueue, st.t_scheduled) : Ms(st.t_enqueue, now);
+  s.queue_ms = st.scheduled ? Ms(st.t_enqueue, st.t_scheduled) : Ms(st.t_enqueue, now);
   s.ttft_ms = st.got_first ? Ms(st.t_enqueue, st.t_first) : 0.0;
   s.e2e_ms = Ms(st.t_enqueue, now);
   sched_->Remove(&st.seq);
@@ -404,13 +350,12 @@ void ExecutorImpl::Finish(RequestState &st, RequestEvent ev,
   else
     ++counters_.requests_finished;
   counters_.prompt_tokens += static_cast<uint64_t>(s.prompt_tokens);
-  counters_.cached_prompt_tokens +=
-      static_cast<uint64_t>(s.cached_prompt_tokens);
+  counters_.cached_prompt_tokens += static_cast<uint64_t>(s.cached_prompt_tokens);
   const uint64_t id = st.seq.id;
   Emit(st, ev);
-  active_.erase(id); // st is gone from here on
-  PublishMetrics();  // before WaitAll can return: the counters include this
-                     // request
+  active_.erase(id);  // st is gone from here on
+  PublishMetrics();   // before WaitAll can return: the counters include this
+                      // request
   std::lock_guard<std::mutex> lk(mu_);
   ++n_done_;
   cv_done_.notify_all();
@@ -423,10 +368,7 @@ void ExecutorImpl::Loop() {
     bool cancel_all = false;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_loop_.wait(lk, [&] {
-        return stop_ || !inbox_.empty() || !cancels_.empty() ||
-               !active_.empty();
-      });
+      cv_loop_.wait(lk, [&] { return stop_ || !inbox_.empty() || !cancels_.empty() || !active_.empty(); });
       arrivals.swap(inbox_);
       cancels.swap(cancels_);
       cancel_all = cancel_all_;
@@ -441,21 +383,17 @@ void ExecutorImpl::Loop() {
       p->seq.arrival = arrival_++;
       active_[p->seq.id] = std::move(st);
       sched_->Add(&p->seq);
-      if (p->seq.max_new_tokens == 0)
-        Finish(*p, RequestEvent{}, "length");
+      if (p->seq.max_new_tokens == 0) Finish(*p, RequestEvent{}, "length");
     }
     if (cancel_all) {
       cancels.clear();
-      for (auto &[id, st] : active_)
-        cancels.push_back(id);
+      for (auto &[id, st] : active_) cancels.push_back(id);
     }
     for (uint64_t id : cancels) {
       auto it = active_.find(id);
-      if (it != active_.end())
-        Finish(*it->second, RequestEvent{}, "cancelled");
+      if (it != active_.end()) Finish(*it->second, RequestEvent{}, "cancelled");
     }
-    if (!active_.empty())
-      RunStep();
+    if (!active_.empty()) RunStep();
     PublishMetrics();
   }
 }
@@ -475,27 +413,23 @@ void ExecutorImpl::RunStep() {
     // Nothing fits even with an empty batch: the head request can never run.
     if (sched_->n_running() == 0 && !sched_->waiting().empty()) {
       RequestState &st = *active_.at(sched_->waiting().front()->id);
-      Finish(st, RequestEvent{}, "error",
-             "the request does not fit in the KV cache");
+      Finish(st, RequestEvent{}, "error", "the request does not fit in the KV cache");
     }
     return;
   }
   chunks_.clear();
-  std::vector<RequestState *> rows; // [n_logits] the request of each logits row
+  std::vector<RequestState *> rows;  // [n_logits] the request of each logits row
   for (const ScheduledChunk &c : out.chunks) {
     SequenceChunk k;
-    k.tokens = std::span<const int32_t>(c.seq->tokens)
-                   .subspan(static_cast<size_t>(c.start), c.n_tokens);
+    k.tokens = std::span<const int32_t>(c.seq->tokens).subspan(static_cast<size_t>(c.start), c.n_tokens);
     k.start_pos = static_cast<int32_t>(c.start);
     k.block_table = c.seq->blocks.blocks;
     k.logits = c.wants_logits ? LogitsWanted::kLast : LogitsWanted::kNone;
     chunks_.push_back(k);
-    if (c.wants_logits)
-      rows.push_back(active_.at(c.seq->id).get());
+    if (c.wants_logits) rows.push_back(active_.at(c.seq->id).get());
   }
   Status status = [&]() -> Status {
-    KILN_ASSIGN_OR_RETURN(StepInputs in,
-                          steps_.Build(chunks_, bm_->block_size()));
+    KILN_ASSIGN_OR_RETURN(StepInputs in, steps_.Build(chunks_, bm_->block_size()));
     KILN_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(in, kv_->layers()));
     if (in.n_logits > 0) {
       logits_.resize(static_cast<size_t>(in.n_logits) * vocab_);
@@ -507,22 +441,19 @@ void ExecutorImpl::RunStep() {
   if (!status.ok()) {
     for (const ScheduledChunk &c : out.chunks) {
       auto it = active_.find(c.seq->id);
-      if (it != active_.end())
-        Finish(*it->second, RequestEvent{}, "error", status.message());
+      if (it != active_.end()) Finish(*it->second, RequestEvent{}, "error", status.message());
     }
     return;
   }
   sched_->Commit(out);
   SampleRows(rows);
-  for (RequestState *st : rows)
-    HandleToken(*st);
+  for (RequestState *st : rows) HandleToken(*st);
 }
 
 void ExecutorImpl::SampleRows(const std::vector<RequestState *> &rows) {
   const int n = static_cast<int>(rows.size());
   const size_t V = static_cast<size_t>(vocab_);
-#pragma omp parallel for schedule(                                             \
-    dynamic) if (n > 1 && static_cast <size_t>(n) * V >= (size_t{1} << 20))
+#pragma omp parallel for schedule(dynamic) if (n > 1 && static_cast <size_t>(n) * V >= (size_t{1} << 20))
   for (int r = 0; r < n; ++r) {
     RequestState &st = *rows[r];
     std::span<float> logits(logits_.data() + static_cast<size_t>(r) * V, V);
@@ -534,21 +465,15 @@ void ExecutorImpl::SampleRows(const std::vector<RequestState *> &rows) {
     if (st.req.logprobs > 0) {
       thread_local std::vector<int32_t> ids;
       ids.resize(V);
-      for (size_t i = 0; i < V; ++i)
-        ids[i] = static_cast<int32_t>(i);
+      for (size_t i = 0; i < V; ++i) ids[i] = static_cast<int32_t>(i);
       const size_t k = std::min<size_t>(st.req.logprobs, V);
       std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
-                        [&](int32_t a, int32_t b) {
-                          return lp[a] > lp[b] || (lp[a] == lp[b] && a < b);
-                        });
-      for (size_t i = 0; i < k; ++i)
-        st.top.push_back({ids[i], lp[ids[i]]});
+                        [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
+      for (size_t i = 0; i < k; ++i) st.top.push_back({ids[i], lp[ids[i]]});
     }
     const Sequence &s = st.seq;
-    st.next = st.sampler->Sample(logits, s.prompt(), s.output(),
-                                 static_cast<uint64_t>(s.generated()));
-    st.logprob =
-        st.next >= 0 && static_cast<size_t>(st.next) < V ? lp[st.next] : 0.0f;
+    st.next = st.sampler->Sample(logits, s.prompt(), s.output(), static_cast<uint64_t>(s.generated()));
+    st.logprob = st.next >= 0 && static_cast<size_t>(st.next) < V ? lp[st.next] : 0.0f;
   }
 }
 
@@ -562,18 +487,15 @@ void ExecutorImpl::HandleToken(RequestState &st) {
   ev.top_logprobs = std::move(st.top);
   const int32_t tok = st.next;
   auto flush = [&](std::string *text) {
-    if (!st.detok)
-      return;
+    if (!st.detok) return;
     st.stops->Feed(st.detok->Flush(), text);
     *text += st.stops->Finish();
   };
-  if (std::find(st.stop_ids.begin(), st.stop_ids.end(), tok) !=
-      st.stop_ids.end()) {
+  if (std::find(st.stop_ids.begin(), st.stop_ids.end(), tok) != st.stop_ids.end()) {
     // EOS / stop token: not part of the output.
     std::string tail;
     flush(&tail);
-    if (st.req.detokenize)
-      ev.text_delta = std::move(tail);
+    if (st.req.detokenize) ev.text_delta = std::move(tail);
     ev.token = -1;
     Finish(st, std::move(ev), "stop");
     return;
@@ -583,18 +505,15 @@ void ExecutorImpl::HandleToken(RequestState &st) {
   ev.token = tok;
   std::string delta;
   bool stopped = false;
-  if (st.detok)
-    stopped = st.stops->Feed(st.detok->Push(tok), &delta);
+  if (st.detok) stopped = st.stops->Feed(st.detok->Push(tok), &delta);
   std::string reason;
   if (stopped) {
     reason = "stop";
-  } else if (st.seq.generated() >= st.seq.max_new_tokens ||
-             st.seq.num_tokens() >= max_seq_len_) {
+  } else if (st.seq.generated() >= st.seq.max_new_tokens || st.seq.num_tokens() >= max_seq_len_) {
     reason = "length";
     flush(&delta);
   }
-  if (st.req.detokenize)
-    ev.text_delta = std::move(delta);
+  if (st.req.detokenize) ev.text_delta = std::move(delta);
   if (reason.empty()) {
     Emit(st, ev);
   } else {
@@ -616,14 +535,13 @@ void ExecutorImpl::PublishMetrics() {
   metrics_.prefix_cache_queries = sched_->prefix_queries();
 }
 
-} // namespace
+}  // namespace
 
-Expected<std::unique_ptr<Executor>>
-Executor::Create(const std::string &engine_dir,
-                 const ExecutorOptions &options) {
+Expected<std::unique_ptr<Executor>> Executor::Create(const std::string &engine_dir,
+                                                     const ExecutorOptions &options) {
   auto impl = std::make_unique<ExecutorImpl>(options);
   KILN_RETURN_IF_ERROR(impl->Init(engine_dir).With(engine_dir));
   return std::unique_ptr<Executor>(std::move(impl));
 }
 
-} // namespace kiln
+}  // namespace kiln

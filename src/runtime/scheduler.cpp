@@ -6,37 +6,31 @@
 namespace kiln {
 
 Expected<CapacityPolicy> ParseCapacityPolicy(const std::string &name) {
-  if (name == "max_utilization" || name == "MAX_UTILIZATION")
-    return CapacityPolicy::kMaxUtilization;
+  if (name == "max_utilization" || name == "MAX_UTILIZATION") return CapacityPolicy::kMaxUtilization;
   if (name == "guaranteed_no_evict" || name == "GUARANTEED_NO_EVICT")
     return CapacityPolicy::kGuaranteedNoEvict;
-  return InvalidArgument("scheduler_policy: expected max_utilization or "
-                         "guaranteed_no_evict, got '" +
-                         name + "'");
+  return InvalidArgument(
+      "scheduler_policy: expected max_utilization or "
+      "guaranteed_no_evict, got '" +
+      name + "'");
 }
 
 Expected<ScheduleOrder> ParseScheduleOrder(const std::string &name) {
-  if (name == "fcfs")
-    return ScheduleOrder::kFcfs;
-  if (name == "priority")
-    return ScheduleOrder::kPriority;
-  return InvalidArgument("schedule_order: expected fcfs or priority, got '" +
-                         name + "'");
+  if (name == "fcfs") return ScheduleOrder::kFcfs;
+  if (name == "priority") return ScheduleOrder::kPriority;
+  return InvalidArgument("schedule_order: expected fcfs or priority, got '" + name + "'");
 }
 
-Scheduler::Scheduler(const SchedulerOptions &options, BlockManager &blocks)
-    : opt_(options), bm_(blocks) {}
+Scheduler::Scheduler(const SchedulerOptions &options, BlockManager &blocks) : opt_(options), bm_(blocks) {}
 
 bool Scheduler::Before(const Sequence *a, const Sequence *b) const {
-  if (opt_.order == ScheduleOrder::kPriority && a->priority != b->priority)
-    return a->priority > b->priority;
+  if (opt_.order == ScheduleOrder::kPriority && a->priority != b->priority) return a->priority > b->priority;
   return a->arrival < b->arrival;
 }
 
 void Scheduler::InsertSorted(std::vector<Sequence *> &v, Sequence *s) const {
-  auto it = std::upper_bound(
-      v.begin(), v.end(), s,
-      [this](const Sequence *a, const Sequence *b) { return Before(a, b); });
+  auto it = std::upper_bound(v.begin(), v.end(), s,
+                             [this](const Sequence *a, const Sequence *b) { return Before(a, b); });
   v.insert(it, s);
 }
 
@@ -49,8 +43,7 @@ void Scheduler::Add(Sequence *s) {
 void Scheduler::Remove(Sequence *s) {
   auto drop = [s](std::vector<Sequence *> &v) {
     auto it = std::find(v.begin(), v.end(), s);
-    if (it != v.end())
-      v.erase(it);
+    if (it != v.end()) v.erase(it);
   };
   drop(waiting_);
   drop(running_);
@@ -64,15 +57,14 @@ int64_t Scheduler::ReservedBlocks(const Sequence &s) const {
 
 int64_t Scheduler::OutstandingReservations() const {
   int64_t n = 0;
-  for (const Sequence *s : running_)
-    n += std::max<int64_t>(0, ReservedBlocks(*s) - s->blocks.size());
+  for (const Sequence *s : running_) n += std::max<int64_t>(0, ReservedBlocks(*s) - s->blocks.size());
   return n;
 }
 
 void Scheduler::Preempt(Sequence *s) {
   running_.erase(std::find(running_.begin(), running_.end(), s));
-  bm_.Free(&s->blocks); // full blocks stay in the prefix cache: the recompute
-                        // may hit them
+  bm_.Free(&s->blocks);  // full blocks stay in the prefix cache: the recompute
+                         // may hit them
   s->n_computed = 0;
   s->state = SeqState::kWaiting;
   ++s->preemptions;
@@ -102,10 +94,8 @@ SchedulerOutput Scheduler::Schedule() {
         break;
       }
     }
-    if (self_preempted)
-      break;
-    out.chunks.push_back(
-        {s, s->n_computed, n, s->n_computed + n == s->num_tokens()});
+    if (self_preempted) break;
+    out.chunks.push_back({s, s->n_computed, n, s->n_computed + n == s->num_tokens()});
     budget -= n;
     ++i;
   }
@@ -124,20 +114,17 @@ SchedulerOutput Scheduler::Schedule() {
     const int n = static_cast<int>(std::min<int64_t>(remaining, budget));
     // Without chunked prefill a prompt runs whole, unless it can never fit in
     // one step.
-    if (!opt_.chunked_prefill && n < remaining &&
-        remaining <= opt_.max_num_tokens)
-      break;
+    if (!opt_.chunked_prefill && n < remaining && remaining <= opt_.max_num_tokens) break;
     const int64_t available = bm_.n_free() - m.n_unreferenced;
     if (opt_.policy == CapacityPolicy::kGuaranteedNoEvict &&
         available - OutstandingReservations() < ReservedBlocks(*s) - m.n_blocks)
       break;
-    if (available < bm_.BlocksFor(start + n) - m.n_blocks)
-      break;
+    if (available < bm_.BlocksFor(start + n) - m.n_blocks) break;
     waiting_.erase(waiting_.begin());
     const int taken = bm_.TakePrefix(s->tokens, m.n_blocks, &s->blocks);
     s->n_computed = static_cast<int64_t>(taken) * bs;
     if (!bm_.Allocate(&s->blocks,
-                      s->n_computed + n)) { // unreachable: checked above
+                      s->n_computed + n)) {  // unreachable: checked above
       bm_.Free(&s->blocks);
       s->n_computed = 0;
       InsertSorted(waiting_, s);
@@ -147,14 +134,12 @@ SchedulerOutput Scheduler::Schedule() {
     prefix_hits_ += static_cast<uint64_t>(s->n_computed);
     if (!s->admitted_once) {
       s->admitted_once = true;
-      s->cached_prompt_tokens =
-          static_cast<int>(std::min<int64_t>(s->n_computed, s->n_prompt));
+      s->cached_prompt_tokens = static_cast<int>(std::min<int64_t>(s->n_computed, s->n_prompt));
     }
     s->state = SeqState::kRunning;
     InsertSorted(running_, s);
     out.admitted.push_back(s);
-    out.chunks.push_back(
-        {s, s->n_computed, n, s->n_computed + n == s->num_tokens()});
+    out.chunks.push_back({s, s->n_computed, n, s->n_computed + n == s->num_tokens()});
     budget -= n;
   }
   for (const ScheduledChunk &c : out.chunks) {
@@ -171,8 +156,7 @@ void Scheduler::Commit(const SchedulerOutput &out) {
     bm_.CacheFullBlocks(&s->blocks, s->tokens, s->n_computed);
     // The next query (position n_computed) attends to [n_computed - window + 1,
     // n_computed].
-    if (opt_.sliding_window > 0)
-      bm_.ReleaseBefore(&s->blocks, s->n_computed - opt_.sliding_window + 1);
+    if (opt_.sliding_window > 0) bm_.ReleaseBefore(&s->blocks, s->n_computed - opt_.sliding_window + 1);
   }
 }
 
@@ -182,19 +166,13 @@ Status Scheduler::CheckInvariants() const {
   for (const auto *list : {&waiting_, &running_}) {
     for (size_t i = 0; i < list->size(); ++i) {
       const Sequence *s = (*list)[i];
-      if (!seen.insert(s).second)
-        return Internal("sequence " + std::to_string(s->id) + " queued twice");
-      if (i > 0 && Before(s, (*list)[i - 1]))
-        return Internal("scheduler queue out of order");
-      if (s->n_computed > s->num_tokens())
-        return Internal("sequence computed past its tokens");
+      if (!seen.insert(s).second) return Internal("sequence " + std::to_string(s->id) + " queued twice");
+      if (i > 0 && Before(s, (*list)[i - 1])) return Internal("scheduler queue out of order");
+      if (s->n_computed > s->num_tokens()) return Internal("sequence computed past its tokens");
       if (s->blocks.size() * bm_.block_size() < s->n_computed)
-        return Internal("sequence " + std::to_string(s->id) +
-                        " holds too few blocks for its KV");
-      if (list == &waiting_ &&
-          (!s->blocks.blocks.empty() || s->n_computed != 0))
-        return Internal("waiting sequence " + std::to_string(s->id) +
-                        " holds blocks");
+        return Internal("sequence " + std::to_string(s->id) + " holds too few blocks for its KV");
+      if (list == &waiting_ && (!s->blocks.blocks.empty() || s->n_computed != 0))
+        return Internal("waiting sequence " + std::to_string(s->id) + " holds blocks");
       tables.push_back(&s->blocks);
     }
   }
@@ -203,4 +181,4 @@ Status Scheduler::CheckInvariants() const {
   return bm_.CheckInvariants(tables);
 }
 
-} // namespace kiln
+}  // namespace kiln

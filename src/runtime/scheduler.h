@@ -28,41 +28,36 @@ namespace kiln {
 enum class CapacityPolicy { kGuaranteedNoEvict, kMaxUtilization };
 enum class ScheduleOrder { kFcfs, kPriority };
 
-Expected<CapacityPolicy>
-ParseCapacityPolicy(const std::string &name); // names the option at fault
+Expected<CapacityPolicy> ParseCapacityPolicy(const std::string &name);  // names the option at fault
 Expected<ScheduleOrder> ParseScheduleOrder(const std::string &name);
 
 struct SchedulerOptions {
   CapacityPolicy policy = CapacityPolicy::kMaxUtilization;
   ScheduleOrder order = ScheduleOrder::kFcfs;
-  int max_batch_size = 256;  // running sequences
-  int max_num_tokens = 8192; // tokens per step
+  int max_batch_size = 256;   // running sequences
+  int max_num_tokens = 8192;  // tokens per step
   bool chunked_prefill = true;
-  int64_t sliding_window =
-      0; // > 0: blocks wholly outside the window are released
+  int64_t sliding_window = 0;  // > 0: blocks wholly outside the window are released
 };
 
 struct ScheduledChunk {
   Sequence *seq = nullptr;
-  int64_t start = 0; // first position computed this step (= seq->n_computed)
+  int64_t start = 0;  // first position computed this step (= seq->n_computed)
   int n_tokens = 0;
-  bool wants_logits =
-      false; // the chunk reaches the sequence's last token: sample the next one
+  bool wants_logits = false;  // the chunk reaches the sequence's last token: sample the next one
 };
 
 struct SchedulerOutput {
-  std::vector<ScheduledChunk>
-      chunks; // in running order; logits rows follow this order
-  std::vector<Sequence *> preempted; // requeued this step
-  std::vector<Sequence *>
-      admitted; // first scheduled this step (waiting -> running)
+  std::vector<ScheduledChunk> chunks;  // in running order; logits rows follow this order
+  std::vector<Sequence *> preempted;   // requeued this step
+  std::vector<Sequence *> admitted;    // first scheduled this step (waiting -> running)
   int n_tokens = 0;
   int n_logits = 0;
   bool empty() const { return chunks.empty(); }
 };
 
 class Scheduler {
-public:
+ public:
   Scheduler(const SchedulerOptions &options, BlockManager &blocks);
 
   // Queues a new sequence (state waiting, nothing computed).
@@ -92,8 +87,8 @@ public:
   uint64_t prefix_hits() const { return prefix_hits_; }
   uint64_t total_preemptions() const { return preemptions_; }
 
-private:
-  bool Before(const Sequence *a, const Sequence *b) const; // scheduling order
+ private:
+  bool Before(const Sequence *a, const Sequence *b) const;  // scheduling order
   void InsertSorted(std::vector<Sequence *> &v, Sequence *s) const;
   void Preempt(Sequence *s);
   // Blocks the running sequences may still claim under kGuaranteedNoEvict.
@@ -101,9 +96,9 @@ private:
 
   SchedulerOptions opt_;
   BlockManager &bm_;
-  std::vector<Sequence *> waiting_; // sorted by Before
-  std::vector<Sequence *> running_; // sorted by Before
+  std::vector<Sequence *> waiting_;  // sorted by Before
+  std::vector<Sequence *> running_;  // sorted by Before
   uint64_t prefix_queries_ = 0, prefix_hits_ = 0, preemptions_ = 0;
 };
 
-} // namespace kiln
+}  // namespace kiln

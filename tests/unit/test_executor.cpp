@@ -47,10 +47,8 @@ TEST_P(ExecutorEquality, FiftyRandomRequestsMatchSingleRequestPath) {
   auto got = RunAll(*ex, reqs);
   ExpectSame(ref, got, std::string(c.engine) == "stories");
   for (size_t i = 0; i < got.size(); ++i) {
-    EXPECT_EQ(got[i].stats.prompt_tokens,
-              static_cast<int>(reqs[i].prompt.size()));
-    EXPECT_EQ(got[i].stats.generated_tokens,
-              static_cast<int>(got[i].tokens.size()));
+    EXPECT_EQ(got[i].stats.prompt_tokens, static_cast<int>(reqs[i].prompt.size()));
+    EXPECT_EQ(got[i].stats.generated_tokens, static_cast<int>(got[i].tokens.size()));
   }
   const ExecutorMetrics m = ex->Metrics();
   EXPECT_EQ(m.requests_finished, 50u);
@@ -106,8 +104,7 @@ TEST_P(ExecutorEquality, TinyKvBudgetPreemptsAndCompletes) {
   const Case c = GetParam();
   const std::string &dir = EngineDir(c.engine);
   auto reqs = RandomRequests(24, c.vocab, 30, 24, 17);
-  for (auto &r : reqs)
-    r.ignore_eos = true;
+  for (auto &r : reqs) r.ignore_eos = true;
   auto ref = Reference(dir, reqs);
   for (const char *policy : {"max_utilization", "guaranteed_no_evict"}) {
     SCOPED_TRACE(policy);
@@ -118,8 +115,7 @@ TEST_P(ExecutorEquality, TinyKvBudgetPreemptsAndCompletes) {
     // Room for 16 blocks (64 positions): about two requests at a time.
     auto probe = MakeExecutor(dir, o);
     ASSERT_TRUE(probe);
-    const size_t per_block =
-        probe->memory_plan().kv_cache / probe->memory_plan().kv_blocks;
+    const size_t per_block = probe->memory_plan().kv_cache / probe->memory_plan().kv_blocks;
     probe.reset();
     o.kv_cache_bytes = static_cast<int64_t>(per_block * 16);
     auto ex = MakeExecutor(dir, o);
@@ -131,8 +127,7 @@ TEST_P(ExecutorEquality, TinyKvBudgetPreemptsAndCompletes) {
     if (std::string(policy) == "max_utilization") {
       EXPECT_GT(m.preemptions, 0u);
       int per_request = 0;
-      for (const auto &r : got)
-        per_request += r.stats.preemptions;
+      for (const auto &r : got) per_request += r.stats.preemptions;
       EXPECT_EQ(static_cast<uint64_t>(per_request), m.preemptions);
     } else {
       EXPECT_EQ(m.preemptions, 0u);
@@ -142,11 +137,8 @@ TEST_P(ExecutorEquality, TinyKvBudgetPreemptsAndCompletes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Executor, ExecutorEquality,
-                         ::testing::Values(Case{"stories", 512},
-                                           Case{"llama", 1000}),
-                         [](const auto &info) {
-                           return std::string(info.param.engine);
-                         });
+                         ::testing::Values(Case{"stories", 512}, Case{"llama", 1000}),
+                         [](const auto &info) { return std::string(info.param.engine); });
 
 // A request whose prompt shares full blocks with an earlier one skips their
 // prefill, counts the skipped tokens, and produces the same output.
@@ -154,15 +146,12 @@ TEST(ExecutorPrefixCache, HitGivesIdenticalOutputAndCountsSkippedTokens) {
   const std::string &dir = EngineDir("stories");
   Request a;
   a.prompt = {1};
-  for (int i = 0; i < 40; ++i)
-    a.prompt.push_back(10 + (i * 7) % 400);
+  for (int i = 0; i < 40; ++i) a.prompt.push_back(10 + (i * 7) % 400);
   a.max_tokens = 10;
   a.sampling.temperature = 0;
   Request b = a;
-  for (int i = 0; i < 5; ++i)
-    b.prompt.push_back(20 + i);
-  Request same =
-      a; // the identical prompt: all but the block holding the last token
+  for (int i = 0; i < 5; ++i) b.prompt.push_back(20 + i);
+  Request same = a;  // the identical prompt: all but the block holding the last token
   ExecutorOptions o;
   o.block_size = 16;
   auto ex = MakeExecutor(dir, o);
@@ -172,10 +161,10 @@ TEST(ExecutorPrefixCache, HitGivesIdenticalOutputAndCountsSkippedTokens) {
   EXPECT_EQ(ra[0].stats.cached_prompt_tokens, 0);
   auto rb = RunAll(*ex, {b});
   EXPECT_EQ(rb[0].stats.cached_prompt_tokens,
-            32); // 46 tokens: two full blocks shared
+            32);  // 46 tokens: two full blocks shared
   auto rs = RunAll(*ex, {same});
   EXPECT_EQ(rs[0].stats.cached_prompt_tokens,
-            32); // 41 tokens: blocks 0-1 (never the last token)
+            32);  // 41 tokens: blocks 0-1 (never the last token)
   ExpectSame(ref, {ra[0], rb[0], rs[0]}, true);
   const ExecutorMetrics m = ex->Metrics();
   EXPECT_EQ(m.cached_prompt_tokens, 64u);
@@ -197,10 +186,8 @@ TEST(ExecutorPrefixCache, SharedPrefixUnderLoadMatchesReference) {
   const std::string &dir = EngineDir("llama");
   auto reqs = RandomRequests(12, 1000, 20, 16, 23);
   std::vector<int32_t> prefix = {1};
-  for (int i = 0; i < 37; ++i)
-    prefix.push_back(100 + i * 3);
-  for (auto &r : reqs)
-    r.prompt.insert(r.prompt.begin(), prefix.begin(), prefix.end());
+  for (int i = 0; i < 37; ++i) prefix.push_back(100 + i * 3);
+  for (auto &r : reqs) r.prompt.insert(r.prompt.begin(), prefix.begin(), prefix.end());
   ExecutorOptions o;
   o.block_size = 8;
   o.max_num_tokens = 64;
@@ -218,8 +205,7 @@ TEST(ExecutorPrefixCache, SharedPrefixUnderLoadMatchesReference) {
 TEST(ExecutorSlidingWindow, ReleasesBlocksAndMatchesReference) {
   const std::string &dir = EngineDir("mistral_sliding");
   auto reqs = RandomRequests(10, 1000, 30, 40, 29);
-  for (auto &r : reqs)
-    r.ignore_eos = true;
+  for (auto &r : reqs) r.ignore_eos = true;
   ExecutorOptions o;
   o.block_size = 4;
   o.max_num_tokens = 16;
@@ -240,8 +226,7 @@ TEST(ExecutorSlidingWindow, ReleasesBlocksAndMatchesReference) {
   ASSERT_TRUE(exp->Enqueue(longr,
                            [&](const RequestEvent &ev) {
                              inner(ev);
-                             max_used = std::max<int64_t>(
-                                 max_used, exp->Metrics().kv_blocks_used);
+                             max_used = std::max<int64_t>(max_used, exp->Metrics().kv_blocks_used);
                            })
                   .ok());
   ex->WaitAll();
@@ -256,7 +241,7 @@ TEST(ExecutorSlidingWindow, ReleasesBlocksAndMatchesReference) {
 TEST(ExecutorCancel, MidStreamFreesBlocks) {
   const std::string &dir = EngineDir("stories");
   ExecutorOptions o;
-  o.max_batch_size = 1; // the second request waits in the queue
+  o.max_batch_size = 1;  // the second request waits in the queue
   auto ex = MakeExecutor(dir, o);
   ASSERT_TRUE(ex);
   Request r;
@@ -272,15 +257,14 @@ TEST(ExecutorCancel, MidStreamFreesBlocks) {
   std::atomic<int> seen{0};
   auto id = ex->Enqueue(r, [&](const RequestEvent &ev) {
     inner(ev);
-    if (++seen == 5)
-      exp->Cancel(id0.load());
+    if (++seen == 5) exp->Cancel(id0.load());
   });
   ASSERT_TRUE(id.ok());
   id0 = id.value();
   auto id2 = ex->Enqueue(r, c.Callback(1));
   ASSERT_TRUE(id2.ok());
   ex->Cancel(id2.value());
-  ex->Cancel(987654); // unknown: ignored
+  ex->Cancel(987654);  // unknown: ignored
   ex->WaitAll();
   auto &res = c.results();
   EXPECT_EQ(res[0].finish_reason, "cancelled");
@@ -325,13 +309,11 @@ TEST(ExecutorStreaming, StopStringsTextAndLogprobs) {
   const size_t V = 512;
   for (size_t i = 0; i < got[0].tokens.size(); ++i) {
     std::vector<float> lp(V);
-    LogSoftmax(std::span<const float>(
-                   logits.data() + (r.prompt.size() - 1 + i) * V, V),
-               lp);
+    LogSoftmax(std::span<const float>(logits.data() + (r.prompt.size() - 1 + i) * V, V), lp);
     EXPECT_NEAR(got[0].logprobs[i], lp[got[0].tokens[i]], 1e-4);
     ASSERT_EQ(got[0].top[i].size(), 3u);
     EXPECT_EQ(got[0].top[i][0].token,
-              got[0].tokens[i]); // greedy picks the top one
+              got[0].tokens[i]);  // greedy picks the top one
     EXPECT_GE(got[0].top[i][0].logprob, got[0].top[i][1].logprob);
     EXPECT_GE(got[0].top[i][1].logprob, got[0].top[i][2].logprob);
   }
@@ -356,7 +338,7 @@ TEST(ExecutorValidation, RejectsBadRequests) {
   r.sampling.top_p = 0;
   EXPECT_FALSE(ex->Enqueue(r, {}).ok());
   r.sampling.top_p = 1;
-  r.stop = {"x"}; // this engine has no tokenizer
+  r.stop = {"x"};  // this engine has no tokenizer
   EXPECT_FALSE(ex->Enqueue(r, {}).ok());
   EXPECT_EQ(ex->Metrics().requests_rejected, 4u);
   ExecutorOptions bad;
@@ -381,11 +363,9 @@ TEST(ExecutorThreads, ConcurrentEnqueueAndDrainingShutdown) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
-      for (size_t i = t; i < reqs.size(); i += 4)
-        EXPECT_TRUE(ex->Enqueue(reqs[i], c.Callback(i)).ok());
+      for (size_t i = t; i < reqs.size(); i += 4) EXPECT_TRUE(ex->Enqueue(reqs[i], c.Callback(i)).ok());
     });
-  for (auto &th : threads)
-    th.join();
+  for (auto &th : threads) th.join();
   Request zero = reqs[0];
   zero.max_tokens = 0;
   EXPECT_TRUE(ex->Enqueue(zero, c.Callback(reqs.size())).ok());
@@ -410,8 +390,7 @@ TEST(ExecutorThreads, ShutdownWithoutDrainCancels) {
   }
   Collector c;
   c.Resize(reqs.size());
-  for (size_t i = 0; i < reqs.size(); ++i)
-    ASSERT_TRUE(ex->Enqueue(reqs[i], c.Callback(i)).ok());
+  for (size_t i = 0; i < reqs.size(); ++i) ASSERT_TRUE(ex->Enqueue(reqs[i], c.Callback(i)).ok());
   ex->Shutdown(false);
   for (const auto &r : c.results()) {
     EXPECT_EQ(r.finals, 1);
@@ -436,5 +415,5 @@ TEST(ExecutorMemory, PlanIsReported) {
   EXPECT_EQ(ex->device_name().rfind("cpu", 0), 0u);
 }
 
-} // namespace
-} // namespace kiln
+}  // namespace
+}  // namespace kiln

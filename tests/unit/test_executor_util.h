@@ -18,9 +18,7 @@
 
 namespace kiln::testing_exec {
 
-inline std::string SharedDir() {
-  return std::string(KILN_SOURCE_DIR) + "/../shared";
-}
+inline std::string SharedDir() { return std::string(KILN_SOURCE_DIR) + "/../shared"; }
 
 // Builds (once per process) the named engine: "stories" (stories260K with its
 // tokenizer), "llama" (hf-tiny/llama, f32), "mistral_sliding" (hf-tiny, window
@@ -29,8 +27,7 @@ inline const std::string &EngineDir(const std::string &name) {
   static std::mutex mu;
   static std::map<std::string, std::string> built;
   static const std::filesystem::path root = [] {
-    auto p = std::filesystem::temp_directory_path() /
-             ("kiln_exec_tests_" + std::to_string(::getpid()));
+    auto p = std::filesystem::temp_directory_path() / ("kiln_exec_tests_" + std::to_string(::getpid()));
     std::filesystem::create_directories(p);
     return p;
   }();
@@ -42,8 +39,7 @@ inline const std::string &EngineDir(const std::string &name) {
   } cleanup;
   std::lock_guard<std::mutex> lk(mu);
   auto it = built.find(name);
-  if (it != built.end())
-    return it->second;
+  if (it != built.end()) return it->second;
   BuildOptions o;
   o.out = (root / name).string();
   if (name == "stories") {
@@ -80,8 +76,7 @@ inline GenerateOptions ToGenerate(const Request &r) {
 }
 
 // Each request alone through the single-request path.
-inline std::vector<GenerateResult> Reference(const std::string &dir,
-                                             const std::vector<Request> &reqs) {
+inline std::vector<GenerateResult> Reference(const std::string &dir, const std::vector<Request> &reqs) {
   EngineOptions eo;
   eo.device = "cpu";
   auto engine = Engine::Open(dir, eo);
@@ -97,7 +92,7 @@ inline std::vector<GenerateResult> Reference(const std::string &dir,
 
 // Collects the events of many requests (callbacks run on the step-loop thread).
 class Collector {
-public:
+ public:
   RequestCallback Callback(size_t index) {
     return [this, index](const RequestEvent &ev) {
       std::lock_guard<std::mutex> lk(mu_);
@@ -119,13 +114,12 @@ public:
   void Resize(size_t n) { results_.resize(n); }
   std::vector<Result> &results() { return results_; }
 
-private:
+ private:
   std::mutex mu_;
   std::vector<Result> results_;
 };
 
-inline std::vector<Result> RunAll(Executor &ex,
-                                  const std::vector<Request> &reqs) {
+inline std::vector<Result> RunAll(Executor &ex, const std::vector<Request> &reqs) {
   Collector c;
   c.Resize(reqs.size());
   for (size_t i = 0; i < reqs.size(); ++i) {
@@ -136,8 +130,7 @@ inline std::vector<Result> RunAll(Executor &ex,
   return std::move(c.results());
 }
 
-inline std::unique_ptr<Executor> MakeExecutor(const std::string &dir,
-                                              ExecutorOptions o) {
+inline std::unique_ptr<Executor> MakeExecutor(const std::string &dir, ExecutorOptions o) {
   o.device = "cpu";
   auto ex = Executor::Create(dir, o);
   EXPECT_TRUE(ex.ok()) << ex.status().message();
@@ -146,17 +139,15 @@ inline std::unique_ptr<Executor> MakeExecutor(const std::string &dir,
 
 // n requests of random prompt lengths in [1, max_prompt] and outputs in [1,
 // max_out]; every third one samples (seeded) instead of greedy.
-inline std::vector<Request> RandomRequests(int n, int64_t vocab, int max_prompt,
-                                           int max_out, uint32_t seed,
+inline std::vector<Request> RandomRequests(int n, int64_t vocab, int max_prompt, int max_out, uint32_t seed,
                                            bool with_sampling = true) {
   std::mt19937 g(seed);
   std::vector<Request> reqs;
   for (int i = 0; i < n; ++i) {
     Request r;
     const int len = std::uniform_int_distribution<int>(1, max_prompt)(g);
-    r.prompt.push_back(1); // BOS
-    for (int k = 1; k < len; ++k)
-      r.prompt.push_back(std::uniform_int_distribution<int>(3, vocab - 1)(g));
+    r.prompt.push_back(1);  // BOS
+    for (int k = 1; k < len; ++k) r.prompt.push_back(std::uniform_int_distribution<int>(3, vocab - 1)(g));
     r.max_tokens = std::uniform_int_distribution<int>(1, max_out)(g);
     r.sampling.temperature = 0.0f;
     if (with_sampling && i % 3 == 2) {
@@ -169,16 +160,15 @@ inline std::vector<Request> RandomRequests(int n, int64_t vocab, int max_prompt,
   return reqs;
 }
 
-inline void ExpectSame(const std::vector<GenerateResult> &ref,
-                       const std::vector<Result> &got, bool compare_text) {
+inline void ExpectSame(const std::vector<GenerateResult> &ref, const std::vector<Result> &got,
+                       bool compare_text) {
   ASSERT_EQ(ref.size(), got.size());
   for (size_t i = 0; i < ref.size(); ++i) {
     EXPECT_EQ(ref[i].tokens, got[i].tokens) << "request " << i;
     EXPECT_EQ(ref[i].finish_reason, got[i].finish_reason) << "request " << i;
     EXPECT_EQ(got[i].finals, 1) << "request " << i;
-    if (compare_text)
-      EXPECT_EQ(ref[i].text, got[i].text) << "request " << i;
+    if (compare_text) EXPECT_EQ(ref[i].text, got[i].text) << "request " << i;
   }
 }
 
-} // namespace kiln::testing_exec
+}  // namespace kiln::testing_exec
