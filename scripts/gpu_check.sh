@@ -87,7 +87,7 @@ e2e_summary="not run"
 if [[ $e2e == 1 && -x .carry/kiln ]]; then
   echo "== end to end: kiln logits on cpu / cuda f32 / cuda f32 decode / cuda bf16 vs the HF references"
   t0=$(date +%s)
-  e2e_dir="$out/e2e" && mkdir -p "$e2e_dir"
+  e2e_dir=/tmp/kiln_e2e && rm -rf "$e2e_dir" && mkdir -p "$e2e_dir"
   for r in .carry/refs/*/; do
     a=$(basename "$r")
     python3 -c "import json,sys; r=json.load(open('$r/reference.json')); [print(i, ','.join(map(str, c['prompt']))) for i, c in enumerate(r['cases'])]" |

@@ -83,6 +83,7 @@ Expected<SafetensorsFile> SafetensorsFile::Parse(const uint8_t* data, size_t siz
     if (end > body_size)
       return Corrupt(tw + " data_offsets end " + std::to_string(end) + " is past the end of the data (" +
                      std::to_string(body_size) + " bytes): file truncated?");
+    if (numel > (1ull << 62) / std::max<uint64_t>(1, DTypeSize(info.dtype))) return Corrupt(tw + " byte size overflows");
     uint64_t expect = DTypeSize(info.dtype) * numel;
     if (end - begin != expect)
       return Corrupt(tw + " holds " + std::to_string(end - begin) + " bytes but dtype " +
@@ -95,7 +96,8 @@ Expected<SafetensorsFile> SafetensorsFile::Parse(const uint8_t* data, size_t siz
   }
   // Tensors must not overlap.
   std::vector<const TensorInfo*> sorted;
-  for (auto& t : out.tensors_) sorted.push_back(&t);
+  for (auto& t : out.tensors_)
+    if (t.nbytes) sorted.push_back(&t);  // empty tensors may share an offset with a neighbour
   std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->data < b->data; });
   for (size_t i = 1; i < sorted.size(); ++i)
     if (sorted[i - 1]->nbytes && sorted[i]->data < sorted[i - 1]->data + sorted[i - 1]->nbytes)

@@ -117,7 +117,7 @@ Expected<GenerateResult> Engine::Generate(std::span<const int32_t> prompt_in, co
     seq.push_back(bos_id());
   }
   KILN_RETURN_IF_ERROR(m.CheckTokens(seq));
-  if (static_cast<int64_t>(seq.size()) >= m.max_seq_len)
+  if (static_cast<int64_t>(seq.size()) > m.max_seq_len)
     return InvalidArgument("prompt of " + std::to_string(seq.size()) + " tokens does not fit max_seq_len " +
                            std::to_string(m.max_seq_len));
   GenerateResult r;
@@ -128,7 +128,7 @@ Expected<GenerateResult> Engine::Generate(std::span<const int32_t> prompt_in, co
   Sampler sampler(o.sampling);
   std::unique_ptr<IncrementalDetokenizer> detok;
   if (m.tokenizer) {
-    detok = std::make_unique<IncrementalDetokenizer>(*m.tokenizer);
+    detok = std::make_unique<IncrementalDetokenizer>(*m.tokenizer, /*skip_special=*/true);
     detok->SetPrompt(seq);
   }
   StopMatcher stops(o.stop);
@@ -160,7 +160,8 @@ Expected<GenerateResult> Engine::Generate(std::span<const int32_t> prompt_in, co
       break;
     }
     if (i + 1 == o.max_tokens) break;
-    if (static_cast<int64_t>(seq.size()) >= m.max_seq_len) break;  // "length"
+    // The new token would sit at position seq.size() - 1: past the last position, stop.
+    if (static_cast<int64_t>(seq.size()) > m.max_seq_len) break;  // "length"
     KILN_RETURN_IF_ERROR(m.Step(seq, static_cast<int64_t>(seq.size()) - 1, static_cast<int64_t>(seq.size()), false,
                                 &logits));
   }
