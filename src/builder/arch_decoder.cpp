@@ -58,6 +58,14 @@ std::vector<int64_t> PerGroupQkvRows(const ModelConfig& c) {
   return rows;
 }
 
+std::string ModelTypeOf(const nlohmann::json& hf) {
+  if (hf.contains("model_type") && hf["model_type"].is_string()) return hf["model_type"];
+  if (hf.contains("architectures") && hf["architectures"].is_array() && !hf["architectures"].empty() &&
+      hf["architectures"][0].is_string())
+    return hf["architectures"][0];
+  return "";
+}
+
 Status OptionalNumber(const nlohmann::json& hf, const char* key, double* out) {
   if (!hf.contains(key) || hf[key].is_null()) return Status::Ok();
   if (!hf[key].is_number())

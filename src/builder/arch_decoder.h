@@ -49,6 +49,9 @@ std::vector<int64_t> PerHeadQkvRows(const ModelConfig& c);
 // Per KV group [q heads of the group; k; v] (Falcon new decoder): [hkv, hq/hkv + 2, hd].
 std::vector<int64_t> PerGroupQkvRows(const ModelConfig& c);
 
+// The config's model_type, else its first "architectures" entry (what FindArch matched).
+std::string ModelTypeOf(const nlohmann::json& hf);
+
 // Reads a float field that may be absent or null (then *out is unchanged).
 Status OptionalNumber(const nlohmann::json& hf, const char* key, double* out);
 

@@ -8,7 +8,10 @@ namespace {
 
 using json = nlohmann::json;
 
-bool NewArch(const json& hf) { return hf.value("new_decoder_architecture", false); }
+// Falcon-40B's original remote-code config ("RefinedWeb") implies the new decoder architecture.
+bool NewArch(const json& hf) {
+  return hf.value("new_decoder_architecture", false) || ModelTypeOf(hf) == "RefinedWeb";
+}
 
 Status ConfigureFalcon(const json& hf, ModelConfig* c) {
   c->architecture = "falcon";
@@ -22,8 +25,8 @@ Status ConfigureFalcon(const json& hf, ModelConfig* c) {
   if (hf.value("alibi", false)) return Unsupported("config.json: Falcon with alibi=true is not supported");
   if (NewArch(hf)) {
     c->n_kv_heads = c->n_heads;
-    if (hf.contains("num_kv_heads") && hf["num_kv_heads"].is_number_integer())
-      c->n_kv_heads = hf["num_kv_heads"];
+    for (const char* key : {"num_kv_heads", "n_head_kv"})  // RefinedWeb configs say n_head_kv
+      if (hf.contains(key) && hf[key].is_number_integer()) c->n_kv_heads = hf[key].get<int64_t>();
   } else {
     c->n_kv_heads = hf.value("multi_query", true) ? 1 : c->n_heads;
   }

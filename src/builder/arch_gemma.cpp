@@ -11,7 +11,8 @@ namespace {
 using json = nlohmann::json;
 
 Status ConfigureGemma(const json& hf, ModelConfig* c) {
-  const bool v2 = hf.value("model_type", "") == "gemma2";
+  const std::string type = ModelTypeOf(hf);
+  const bool v2 = type == "gemma2" || type == "Gemma2ForCausalLM";
   c->architecture = v2 ? "gemma2" : "gemma";
   c->norm = "rms";
   c->norm_unit_offset = true;

@@ -11,7 +11,8 @@ namespace {
 using json = nlohmann::json;
 
 Status ConfigureGlm(const json& hf, ModelConfig* c) {
-  const std::string type = hf.value("model_type", "glm");
+  std::string type = ModelTypeOf(hf);
+  if (type == "ChatGLMModel") type = "chatglm";
   c->norm = "rms";
   c->mlp = "gated";
   c->rope_interleaved = true;

@@ -8,7 +8,8 @@ namespace {
 using json = nlohmann::json;
 
 Status ConfigurePhi(const json& hf, ModelConfig* c) {
-  if (hf.value("model_type", "") == "phi3") {
+  const std::string type = ModelTypeOf(hf);
+  if (type == "phi3" || type == "Phi3ForCausalLM") {
     c->architecture = "phi3";
     c->norm = "rms";
     c->mlp = "gated";
