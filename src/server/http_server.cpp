@@ -27,7 +27,14 @@ Expected<std::vector<int32_t>> ExecutorTokenizer::Encode(const std::string& text
 }
 
 Expected<std::string> ExecutorTokenizer::ApplyChatTemplate(const std::string& messages_json) const {
-  return ex_.ApplyChatTemplate(messages_json, /*add_generation_prompt=*/true);
+  auto text = ex_.ApplyChatTemplate(messages_json, /*add_generation_prompt=*/true);
+  const ErrorCode code = text.status().code();
+  if (text.ok() || (code != ErrorCode::kUnsupported && code != ErrorCode::kNotFound)) return text;
+  // An engine without a chat template: each message's content on its own line, as `kiln chat`
+  // and kiln.LLM.chat render it.
+  std::string plain;
+  for (const json& m : json::parse(messages_json)) plain += m.value("content", std::string()) + "\n";
+  return plain;
 }
 
 bool ServerContext::TryAdmit() {

@@ -20,6 +20,15 @@ bool StreamGeneration(ServerContext& ctx, GenerationRun& run, const std::functio
   auto gone = [&] {
     run.job->CancelAll();
     Log(LogLevel::kInfo, "client of " + run.id + " disconnected; request cancelled");
+    // Collect the final "cancelled" events (bounded) so that the metrics count them.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    std::vector<ChoiceEvent> rest;
+    bool finished = false;
+    while (!finished && std::chrono::steady_clock::now() < deadline)
+      finished = run.job->Wait(rest, std::chrono::milliseconds(100));
+    for (const ChoiceEvent& ce : rest) run.Apply(ctx, ce);
+    ThreadAccessInfo().finish_reason = "client_disconnected";
+    ThreadAccessInfo().completion_tokens = run.completion_tokens();
     return false;
   };
   if (chat) {
