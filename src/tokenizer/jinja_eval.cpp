@@ -356,6 +356,29 @@ class Evaluator {
         return Value(x - y * std::floor(x / y));
       }
     }
+    if (op == "%" && a.is_string()) {  // printf-style: '%s' % x, '%s %d' % [x, y]
+      const std::string& f = a.get_ref<const std::string&>();
+      std::vector<Value> vals = b.is_array() ? std::vector<Value>(b.begin(), b.end()) : std::vector<Value>{b};
+      std::string r;
+      size_t next = 0;
+      for (size_t i = 0; i < f.size(); ++i) {
+        if (f[i] != '%' || i + 1 >= f.size()) {
+          r += f[i];
+          continue;
+        }
+        char c = f[++i];
+        if (c == '%') {
+          r += '%';
+        } else if (c == 's' || c == 'd' || c == 'r' || c == 'i') {
+          if (next >= vals.size()) return Err(e.line, "not enough arguments for format string");
+          const Value& x = vals[next++];
+          r += c == 'r' ? PyRepr(x) : (c == 's' ? PyStr(x) : std::to_string(x.is_number() ? x.get<int64_t>() : 0));
+        } else {
+          return Err(e.line, std::string("unsupported format character '") + c + "'");
+        }
+      }
+      return Value(r);
+    }
     if (op == "*" && a.is_string() && b.is_number_integer()) {
       int64_t k = b.get<int64_t>();
       if (k > 0 &&

@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "tokenizer/jinja.h"
+#include "tokenizer/text_util.h"
 
 namespace kiln::jinja {
 namespace {
@@ -69,6 +70,30 @@ struct Lexer {
               case '"':
                 v += '"';
                 break;
+              case 'x':
+              case 'u':
+              case 'U': {  // \xNN, \uNNNN, \UNNNNNNNN as in Python string literals
+                const size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+                uint32_t cp = 0;
+                bool ok = p + 2 + n <= s.size();
+                for (size_t k = 0; ok && k < n; ++k) {
+                  char h = s[p + 2 + k];
+                  int d = std::isdigit(static_cast<unsigned char>(h)) ? h - '0'
+                          : (h >= 'a' && h <= 'f')                    ? h - 'a' + 10
+                          : (h >= 'A' && h <= 'F')                    ? h - 'A' + 10
+                                                                      : -1;
+                  ok = d >= 0;
+                  cp = cp * 16 + static_cast<uint32_t>(d);
+                }
+                if (ok && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF)) {
+                  v += tok::EncodeUtf8(cp);
+                  p += n;
+                } else {
+                  v += '\\';
+                  v += e;
+                }
+                break;
+              }
               default:
                 v += '\\';
                 v += e;

@@ -273,6 +273,7 @@ TEST(ChatTemplateJinja, Basics) {
                       "{{ greet('Bob') }}{{ greet('Al', punct='?') }}"),
             "Hi Bob!Hi Al?");
   EXPECT_EQ(RenderStr("{% set x %}a{{ 1 + 1 }}b{% endset %}[{{ x }}]"), "[a2b]");
+  EXPECT_EQ(RenderStr("{{ '\\u2581x\\x41' }}|{{ '%s-%d' % ['a', 3] }}|{{ 'v=%s' % 'q' }}"), "\u2581xA|a-3|v=q");
   EXPECT_EQ(RenderStr("{{ strftime_now('%d %b %Y') }}", nlohmann::json::array(),
                       ChatTemplateOptions{.now = 1795608000}),
             "25 Nov 2026");
