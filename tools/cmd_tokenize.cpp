@@ -38,36 +38,45 @@ struct TokenizeArgs {
 };
 
 // --bench N: encode the text N times on this thread and report the rate (bench/peers uses it).
+// The text(s) to encode: --text, --file, or --jsonl (one JSON string per line).
+std::vector<std::string> Inputs(const TokenizeArgs& a) {
+  if (!a.text.empty() + !a.file.empty() + !a.jsonl.empty() > 1) Fail("give one of --text, --file, --jsonl");
+  if (a.jsonl.empty()) return {a.file.empty() ? a.text : ReadFileOrFail(a.file, "--file")};
+  std::vector<std::string> out;
+  std::istringstream lines(ReadFileOrFail(a.jsonl, "--jsonl"));
+  int n = 0;
+  for (std::string line; std::getline(lines, line);) {
+    ++n;
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_string()) Fail("--jsonl: line " + std::to_string(n) + " is not a JSON string");
+    out.push_back(j.get<std::string>());
+  }
+  return out;
+}
+
+// --bench N: encode the input(s) N times on this thread and report the rate (bench/peers uses it).
 void Tokenize(const TokenizeArgs& a) {
   auto tok = ValueOrFail(LoadTokenizer(a.tokenizer));
-  if (!a.jsonl.empty()) {
-    std::istringstream lines(ReadFileOrFail(a.jsonl, "--jsonl"));
-    int n = 0;
-    for (std::string line; std::getline(lines, line);) {
-      ++n;
-      if (line.empty()) continue;
-      auto j = nlohmann::json::parse(line, nullptr, false);
-      if (!j.is_string()) Fail("--jsonl: line " + std::to_string(n) + " is not a JSON string");
-      std::printf("%s\n", IdsJson(tok->Encode(j.get<std::string>(), a.add_special)).c_str());
-    }
-    return;
-  }
-  if (!a.text.empty() && !a.file.empty()) Fail("give --text or --file, not both");
-  const std::string text = a.file.empty() ? a.text : ReadFileOrFail(a.file, "--file");
+  const std::vector<std::string> texts = Inputs(a);
   if (a.bench > 0) {
-    size_t n_tokens = 0;
+    size_t n_tokens = 0, n_bytes = 0;
     auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < a.bench; ++i) n_tokens += tok->Encode(text, a.add_special).size();
+    for (int i = 0; i < a.bench; ++i)
+      for (const std::string& t : texts) {
+        n_tokens += tok->Encode(t, a.add_special).size();
+        n_bytes += t.size();
+      }
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    nlohmann::json r = {{"bytes", text.size() * a.bench},
+    nlohmann::json r = {{"bytes", n_bytes},
                         {"tokens", n_tokens},
                         {"seconds", s},
-                        {"mb_per_s", text.size() * a.bench / s / 1e6},
+                        {"mb_per_s", n_bytes / s / 1e6},
                         {"tokens_per_s", n_tokens / s}};
     std::printf("%s\n", r.dump().c_str());
     return;
   }
-  std::printf("%s\n", IdsJson(tok->Encode(text, a.add_special)).c_str());
+  for (const std::string& t : texts) std::printf("%s\n", IdsJson(tok->Encode(t, a.add_special)).c_str());
 }
 
 void SetupTokenize(CLI::App& app) {

@@ -124,12 +124,27 @@ def main():
         r = json.loads(subprocess.check_output([a.kiln, "tokenize", "--tokenizer", a.tokenizer, "--file", corpus,
                                                 "--bench", str(a.repeat)]))
         kiln_s = r["seconds"] / a.repeat
+        # Per line: many short encodes, as a server sees prompts.
+        lines = [l for l in text.split("\n") if l]
+        lp = corpus + ".jsonl"
+        open(lp, "w").write("\n".join(json.dumps(l) for l in lines) + "\n")
+        t0 = time.perf_counter()
+        for _ in range(a.repeat):
+            for l in lines:
+                hf.encode(l, add_special_tokens=False)
+        hf_line_s = (time.perf_counter() - t0) / a.repeat
+        r = json.loads(subprocess.check_output([a.kiln, "tokenize", "--tokenizer", a.tokenizer, "--jsonl", lp,
+                                                "--bench", str(a.repeat)]))
+        kiln_line_s = r["seconds"] / a.repeat
+        os.unlink(lp)
     finally:
         os.unlink(corpus)
     print(f"tokenizer: {a.tokenizer}")
     print(f"corpus: {nbytes / 1e6:.2f} MB, {len(hf_ids)} tokens; ids identical: {same}")
     print(f"kiln (warm):       {nbytes / kiln_s / 1e6:7.2f} MB/s  {len(hf_ids) / kiln_s / 1e6:6.3f} M tokens/s (1 thread)")
     print(f"HF tokenizers {__import__('tokenizers').__version__} (warm): {nbytes / hf_s / 1e6:7.2f} MB/s  {len(hf_ids) / hf_s / 1e6:6.3f} M tokens/s (1 thread)")
+    print(f"per line ({len(lines)} encodes of {nbytes / len(lines):.0f} B avg): kiln {nbytes / kiln_line_s / 1e6:.2f} MB/s, "
+          f"HF {nbytes / hf_line_s / 1e6:.2f} MB/s (HF timed from Python: includes call overhead)")
     print(f"cold (first encode, empty caches): kiln {nbytes / kiln_cold_s / 1e6:.2f} MB/s, "
           f"HF {nbytes / hf_cold_s / 1e6:.2f} MB/s")
     if not same:
