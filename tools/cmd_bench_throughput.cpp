@@ -133,6 +133,7 @@ int RunThroughputBench(const ThroughputArgs& a) {
     r.ignore_eos = true;
     r.sampling.temperature = 0.0f;
     r.detokenize = false;
+    r.return_logprob = false;
     return r;
   };
   std::vector<Timing> timings;

@@ -45,6 +45,8 @@ struct Request {
   int logprobs = 0;                      // report the top-N alternatives of each token (0 = just the chosen)
   int priority = 0;                      // higher first under the priority order
   bool detokenize = true;                // produce text deltas
+  bool return_logprob = true;            // fill RequestEvent::logprob (costs a log-softmax per token);
+                                         // false and logprobs == 0: logprob stays 0
 };
 
 struct TokenLogprob {

@@ -17,7 +17,7 @@ uint64_t Mix(uint64_t x) {
 
 }  // namespace
 
-BlockManager::BlockManager(const BlockManagerOptions &o)
+BlockManager::BlockManager(const BlockManagerOptions& o)
     : n_blocks_(o.n_blocks), block_size_(o.block_size), prefix_caching_(o.enable_prefix_caching) {
   ref_.assign(n_blocks_, 0);
   prev_.assign(n_blocks_, kNone);
@@ -47,7 +47,7 @@ int32_t BlockManager::Lookup(uint64_t hash, uint64_t parent, std::span<const int
   if (it == cached_.end()) return kNone;
   const int32_t b = it->second;
   if (parent_hash_[b] != parent) return kNone;
-  const int32_t *stored = block_tokens_.data() + static_cast<size_t>(b) * block_size_;
+  const int32_t* stored = block_tokens_.data() + static_cast<size_t>(b) * block_size_;
   if (!std::equal(tokens.begin(), tokens.end(), stored)) return kNone;
   return b;
 }
@@ -115,7 +115,7 @@ void BlockManager::Unref(int32_t b) {
     ListPushFront(b);
 }
 
-int64_t BlockManager::BlocksNeeded(const BlockTable &t, int64_t n_tokens) const {
+int64_t BlockManager::BlocksNeeded(const BlockTable& t, int64_t n_tokens) const {
   return std::max<int64_t>(0, BlocksFor(n_tokens) - t.size());
 }
 
@@ -137,7 +137,7 @@ PrefixMatch BlockManager::PeekPrefix(std::span<const int32_t> tokens, int max_bl
   return m;
 }
 
-int BlockManager::TakePrefix(std::span<const int32_t> tokens, int max_blocks, BlockTable *t) {
+int BlockManager::TakePrefix(std::span<const int32_t> tokens, int max_blocks, BlockTable* t) {
   if (!prefix_caching_ || !t->blocks.empty()) return 0;
   const int full =
       static_cast<int>(std::min<int64_t>(max_blocks, static_cast<int64_t>(tokens.size()) / block_size_));
@@ -155,7 +155,7 @@ int BlockManager::TakePrefix(std::span<const int32_t> tokens, int max_blocks, Bl
   return static_cast<int>(t->blocks.size());
 }
 
-bool BlockManager::Allocate(BlockTable *t, int64_t n_tokens) {
+bool BlockManager::Allocate(BlockTable* t, int64_t n_tokens) {
   const int64_t need = BlocksNeeded(*t, n_tokens);
   if (need > n_free_) return false;
   for (int64_t i = 0; i < need; ++i) {
@@ -166,7 +166,7 @@ bool BlockManager::Allocate(BlockTable *t, int64_t n_tokens) {
   return true;
 }
 
-void BlockManager::CacheFullBlocks(BlockTable *t, std::span<const int32_t> tokens, int64_t n_computed) {
+void BlockManager::CacheFullBlocks(BlockTable* t, std::span<const int32_t> tokens, int64_t n_computed) {
   if (!prefix_caching_) return;
   const int64_t full = std::min<int64_t>(n_computed, static_cast<int64_t>(tokens.size())) / block_size_;
   for (int64_t i = static_cast<int64_t>(t->hashes.size()); i < full && i < t->size(); ++i) {
@@ -188,7 +188,7 @@ void BlockManager::CacheFullBlocks(BlockTable *t, std::span<const int32_t> token
   }
 }
 
-void BlockManager::ReleaseBefore(BlockTable *t, int64_t first_needed) {
+void BlockManager::ReleaseBefore(BlockTable* t, int64_t first_needed) {
   const int64_t n = std::min<int64_t>(std::max<int64_t>(first_needed, 0) / block_size_, t->size());
   for (int64_t i = t->n_released; i < n; ++i) {
     Unref(t->blocks[i]);
@@ -197,16 +197,16 @@ void BlockManager::ReleaseBefore(BlockTable *t, int64_t first_needed) {
   t->n_released = static_cast<int>(std::max<int64_t>(n, t->n_released));
 }
 
-void BlockManager::Free(BlockTable *t) {
+void BlockManager::Free(BlockTable* t) {
   for (int64_t i = t->size() - 1; i >= t->n_released; --i) Unref(t->blocks[i]);
   t->blocks.clear();
   t->hashes.clear();
   t->n_released = 0;
 }
 
-Status BlockManager::CheckInvariants(std::span<const BlockTable *const> tables) const {
+Status BlockManager::CheckInvariants(std::span<const BlockTable* const> tables) const {
   std::vector<int> refs(n_blocks_, 0);
-  for (const BlockTable *t : tables)
+  for (const BlockTable* t : tables)
     for (int64_t i = t->n_released; i < t->size(); ++i) {
       const int32_t b = t->blocks[i];
       if (b < 0 || b >= n_blocks_)
@@ -229,7 +229,7 @@ Status BlockManager::CheckInvariants(std::span<const BlockTable *const> tables) 
     if ((ref_[b] == 0) != (in_free_[b] != 0))
       return Internal("block " + std::to_string(b) + ": free-list membership disagrees with ref count");
   }
-  for (const auto &[h, b] : cached_)
+  for (const auto& [h, b] : cached_)
     if (!has_hash_[b] || hash_[b] != h)
       return Internal("hash index points at block " + std::to_string(b) + " without that hash");
   for (int64_t b = 0; b < n_blocks_; ++b)

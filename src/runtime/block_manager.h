@@ -37,7 +37,7 @@ struct PrefixMatch {
 
 class BlockManager {
  public:
-  explicit BlockManager(const BlockManagerOptions &options);
+  explicit BlockManager(const BlockManagerOptions& options);
 
   int64_t n_blocks() const { return n_blocks_; }
   int block_size() const { return block_size_; }
@@ -50,33 +50,33 @@ class BlockManager {
   // Blocks covering n_tokens positions.
   int64_t BlocksFor(int64_t n_tokens) const { return (n_tokens + block_size_ - 1) / block_size_; }
   // New blocks the table needs to cover n_tokens positions.
-  int64_t BlocksNeeded(const BlockTable &table, int64_t n_tokens) const;
+  int64_t BlocksNeeded(const BlockTable& table, int64_t n_tokens) const;
 
   // The cached full blocks that start `tokens` (at most max_blocks), without
   // taking them.
   PrefixMatch PeekPrefix(std::span<const int32_t> tokens, int max_blocks) const;
   // Takes a reference on each cached block PeekPrefix finds and puts them in
   // the (empty) table. Returns how many blocks it took.
-  int TakePrefix(std::span<const int32_t> tokens, int max_blocks, BlockTable *table);
+  int TakePrefix(std::span<const int32_t> tokens, int max_blocks, BlockTable* table);
 
   // Grows the table to cover n_tokens positions; false (and nothing changed)
   // when the free pool is too small. Cached unreferenced blocks are evicted,
   // least recently freed first.
-  bool Allocate(BlockTable *table, int64_t n_tokens);
+  bool Allocate(BlockTable* table, int64_t n_tokens);
   // Registers the full blocks among the first n_computed tokens in the prefix
   // cache.
-  void CacheFullBlocks(BlockTable *table, std::span<const int32_t> tokens, int64_t n_computed);
+  void CacheFullBlocks(BlockTable* table, std::span<const int32_t> tokens, int64_t n_computed);
   // Sliding window: gives back the blocks that lie wholly before position
   // first_needed.
-  void ReleaseBefore(BlockTable *table, int64_t first_needed);
+  void ReleaseBefore(BlockTable* table, int64_t first_needed);
   // Gives back every block of the table (tail first, so a prefix outlives its
   // continuation).
-  void Free(BlockTable *table);
+  void Free(BlockTable* table);
 
   // Tests: every reference is accounted for by the tables, the free list holds
   // exactly the unreferenced blocks, and the hash index points at blocks
   // holding that hash.
-  Status CheckInvariants(std::span<const BlockTable *const> tables) const;
+  Status CheckInvariants(std::span<const BlockTable* const> tables) const;
 
  private:
   static constexpr int32_t kNone = -1;

@@ -26,6 +26,7 @@
 #include "runtime/step_builder.h"
 #include "runtime/stop_matcher.h"
 #include "sampling/sampler.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kiln {
@@ -55,10 +56,10 @@ struct RequestState {
 
 class ExecutorImpl final : public Executor {
  public:
-  explicit ExecutorImpl(const ExecutorOptions &o) : opt_(o) {}
+  explicit ExecutorImpl(const ExecutorOptions& o) : opt_(o) {}
   ~ExecutorImpl() override { Shutdown(false); }
 
-  Status Init(const std::string &dir);
+  Status Init(const std::string& dir);
 
   Expected<uint64_t> Enqueue(Request request, RequestCallback on_event) override;
   void Cancel(uint64_t id) override {
@@ -103,8 +104,19 @@ class ExecutorImpl final : public Executor {
     if (!tok_) return NotFound("this engine has no tokenizer (rebuild with --tokenizer)");
     return tok_->Decode(ids);
   }
-  Expected<std::string> ApplyChatTemplate(const std::string &, bool) const override {
-    return Unsupported("chat templates are not available in the executor yet");
+  Expected<std::string> ApplyChatTemplate(const std::string& messages_json,
+                                          bool add_generation_prompt) const override {
+    if (!chat_template_) return chat_template_status_;
+    nlohmann::ordered_json messages;
+    try {
+      messages = nlohmann::ordered_json::parse(messages_json);
+    } catch (const std::exception& e) {
+      return InvalidArgument(std::string("messages: not valid JSON: ") + e.what());
+    }
+    if (!messages.is_array()) return InvalidArgument("messages: expected a JSON array of {role, content}");
+    ChatTemplateOptions opt;
+    opt.add_generation_prompt = add_generation_prompt;
+    return chat_template_->Render(messages, opt);
   }
   int32_t bos_id() const override {
     if (model_->config().bos_id >= 0) return model_->config().bos_id;
@@ -121,12 +133,12 @@ class ExecutorImpl final : public Executor {
  private:
   void Loop();
   void RunStep();
-  void SampleRows(const std::vector<RequestState *> &rows);
-  void HandleToken(RequestState &st);
-  void Emit(RequestState &st, RequestEvent &ev);
+  void SampleRows(const std::vector<RequestState*>& rows);
+  void HandleToken(RequestState& st);
+  void Emit(RequestState& st, RequestEvent& ev);
   // Sends the final event (token: the last token when the request ends on one)
   // and retires it.
-  void Finish(RequestState &st, RequestEvent ev, const std::string &reason, const std::string &error = {});
+  void Finish(RequestState& st, RequestEvent ev, const std::string& reason, const std::string& error = {});
   void PublishMetrics();
 
   ExecutorOptions opt_;
@@ -141,6 +153,8 @@ class ExecutorImpl final : public Executor {
   int64_t max_seq_len_ = 0;
   int64_t vocab_ = 0;
   std::vector<int32_t> eos_;
+  std::optional<ChatTemplate> chat_template_;
+  Status chat_template_status_;  // why there is none
 
   // Shared with the callers' threads, under mu_.
   mutable std::mutex mu_;
@@ -160,8 +174,8 @@ class ExecutorImpl final : public Executor {
   std::vector<SequenceChunk> chunks_;  // this step's packing
 };
 
-Status ExecutorImpl::Init(const std::string &dir) {
-  const ExecutorOptions &o = opt_;
+Status ExecutorImpl::Init(const std::string& dir) {
+  const ExecutorOptions& o = opt_;
   if (o.block_size <= 0 || o.block_size > 1024)
     return InvalidArgument("block_size must be in [1, 1024], got " + std::to_string(o.block_size));
   if (o.max_batch_size <= 0) return InvalidArgument("max_batch_size must be positive");
@@ -197,7 +211,7 @@ Status ExecutorImpl::Init(const std::string &dir) {
       if (done == total) std::fprintf(stderr, "\n");
     };
   KILN_ASSIGN_OR_RETURN(model_, Model::Load(dir, *backend_, progress));
-  const ModelConfig &mc = model_->config();
+  const ModelConfig& mc = model_->config();
   vocab_ = mc.vocab_size;
   max_seq_len_ = o.max_seq_len > 0 ? o.max_seq_len : mc.max_position_embeddings;
   if (max_seq_len_ > mc.max_position_embeddings && mc.position == "learned")
@@ -206,6 +220,11 @@ Status ExecutorImpl::Init(const std::string &dir) {
   auto tok = LoadTokenizer(dir);
   if (tok.ok()) tok_ = std::move(tok).value();
   eos_ = eos_ids();
+  auto ct = ChatTemplate::Load(dir);
+  if (ct.ok())
+    chat_template_ = std::move(ct).value();
+  else
+    chat_template_status_ = NotFound("this engine has no chat template: " + ct.status().message());
 
   // Memory, planned up front: weights, activations and the step workspace
   // first, then the KV cache from what is left.
@@ -285,7 +304,7 @@ Expected<uint64_t> ExecutorImpl::Enqueue(Request r, RequestCallback on_event) {
                                                       " (raise kv_cache_bytes / kv_cache_fraction)"));
   if (!r.stop.empty() && !tok_)
     return reject(InvalidArgument("stop: stop strings need an engine with a tokenizer"));
-  for (const std::string &s : r.stop)
+  for (const std::string& s : r.stop)
     if (s.empty()) return reject(InvalidArgument("stop: empty stop string"));
 
   auto st = std::make_unique<RequestState>();
@@ -323,18 +342,18 @@ Expected<uint64_t> ExecutorImpl::Enqueue(Request r, RequestCallback on_event) {
   return id;
 }
 
-void ExecutorImpl::Emit(RequestState &st, RequestEvent &ev) {
+void ExecutorImpl::Emit(RequestState& st, RequestEvent& ev) {
   ev.request_id = st.seq.id;
   if (st.cb) st.cb(ev);
 }
 
-void ExecutorImpl::Finish(RequestState &st, RequestEvent ev, const std::string &reason,
-                          const std::string &error) {
+void ExecutorImpl::Finish(RequestState& st, RequestEvent ev, const std::string& reason,
+                          const std::string& error) {
   const auto now = Clock::now();
   ev.finished = true;
   ev.finish_reason = reason;
   ev.error = error;
-  RequestStats &s = ev.stats;
+  RequestStats& s = ev.stats;
   s.prompt_tokens = st.seq.n_prompt;
   s.cached_prompt_tokens = st.seq.cached_prompt_tokens;
   s.generated_tokens = st.seq.generated();
@@ -378,8 +397,8 @@ void ExecutorImpl::Loop() {
         return;
       }
     }
-    for (auto &st : arrivals) {
-      RequestState *p = st.get();
+    for (auto& st : arrivals) {
+      RequestState* p = st.get();
       p->seq.arrival = arrival_++;
       active_[p->seq.id] = std::move(st);
       sched_->Add(&p->seq);
@@ -387,7 +406,7 @@ void ExecutorImpl::Loop() {
     }
     if (cancel_all) {
       cancels.clear();
-      for (auto &[id, st] : active_) cancels.push_back(id);
+      for (auto& [id, st] : active_) cancels.push_back(id);
     }
     for (uint64_t id : cancels) {
       auto it = active_.find(id);
@@ -402,8 +421,8 @@ void ExecutorImpl::RunStep() {
   SchedulerOutput out = sched_->Schedule();
   counters_.preemptions += out.preempted.size();
   const auto now = Clock::now();
-  for (Sequence *s : out.admitted) {
-    RequestState &st = *active_.at(s->id);
+  for (Sequence* s : out.admitted) {
+    RequestState& st = *active_.at(s->id);
     if (!st.scheduled) {
       st.scheduled = true;
       st.t_scheduled = now;
@@ -412,14 +431,14 @@ void ExecutorImpl::RunStep() {
   if (out.empty()) {
     // Nothing fits even with an empty batch: the head request can never run.
     if (sched_->n_running() == 0 && !sched_->waiting().empty()) {
-      RequestState &st = *active_.at(sched_->waiting().front()->id);
+      RequestState& st = *active_.at(sched_->waiting().front()->id);
       Finish(st, RequestEvent{}, "error", "the request does not fit in the KV cache");
     }
     return;
   }
   chunks_.clear();
-  std::vector<RequestState *> rows;  // [n_logits] the request of each logits row
-  for (const ScheduledChunk &c : out.chunks) {
+  std::vector<RequestState*> rows;  // [n_logits] the request of each logits row
+  for (const ScheduledChunk& c : out.chunks) {
     SequenceChunk k;
     k.tokens = std::span<const int32_t>(c.seq->tokens).subspan(static_cast<size_t>(c.start), c.n_tokens);
     k.start_pos = static_cast<int32_t>(c.start);
@@ -439,7 +458,7 @@ void ExecutorImpl::RunStep() {
   }();
   ++counters_.steps;
   if (!status.ok()) {
-    for (const ScheduledChunk &c : out.chunks) {
+    for (const ScheduledChunk& c : out.chunks) {
       auto it = active_.find(c.seq->id);
       if (it != active_.end()) Finish(*it->second, RequestEvent{}, "error", status.message());
     }
@@ -447,20 +466,23 @@ void ExecutorImpl::RunStep() {
   }
   sched_->Commit(out);
   SampleRows(rows);
-  for (RequestState *st : rows) HandleToken(*st);
+  for (RequestState* st : rows) HandleToken(*st);
 }
 
-void ExecutorImpl::SampleRows(const std::vector<RequestState *> &rows) {
+void ExecutorImpl::SampleRows(const std::vector<RequestState*>& rows) {
   const int n = static_cast<int>(rows.size());
   const size_t V = static_cast<size_t>(vocab_);
 #pragma omp parallel for schedule(dynamic) if (n > 1 && static_cast <size_t>(n) * V >= (size_t{1} << 20))
   for (int r = 0; r < n; ++r) {
-    RequestState &st = *rows[r];
+    RequestState& st = *rows[r];
     std::span<float> logits(logits_.data() + static_cast<size_t>(r) * V, V);
     // Log-probabilities of the raw logits, before penalties and temperature.
     thread_local std::vector<float> lp;
-    lp.resize(V);
-    LogSoftmax(logits, lp);
+    const bool want_lp = st.req.return_logprob || st.req.logprobs > 0;
+    if (want_lp) {
+      lp.resize(V);
+      LogSoftmax(logits, lp);
+    }
     st.top.clear();
     if (st.req.logprobs > 0) {
       thread_local std::vector<int32_t> ids;
@@ -471,13 +493,13 @@ void ExecutorImpl::SampleRows(const std::vector<RequestState *> &rows) {
                         [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
       for (size_t i = 0; i < k; ++i) st.top.push_back({ids[i], lp[ids[i]]});
     }
-    const Sequence &s = st.seq;
+    const Sequence& s = st.seq;
     st.next = st.sampler->Sample(logits, s.prompt(), s.output(), static_cast<uint64_t>(s.generated()));
-    st.logprob = st.next >= 0 && static_cast<size_t>(st.next) < V ? lp[st.next] : 0.0f;
+    st.logprob = want_lp && st.next >= 0 && static_cast<size_t>(st.next) < V ? lp[st.next] : 0.0f;
   }
 }
 
-void ExecutorImpl::HandleToken(RequestState &st) {
+void ExecutorImpl::HandleToken(RequestState& st) {
   if (!st.got_first) {
     st.got_first = true;
     st.t_first = Clock::now();
@@ -486,7 +508,7 @@ void ExecutorImpl::HandleToken(RequestState &st) {
   ev.logprob = st.logprob;
   ev.top_logprobs = std::move(st.top);
   const int32_t tok = st.next;
-  auto flush = [&](std::string *text) {
+  auto flush = [&](std::string* text) {
     if (!st.detok) return;
     st.stops->Feed(st.detok->Flush(), text);
     *text += st.stops->Finish();
@@ -537,8 +559,8 @@ void ExecutorImpl::PublishMetrics() {
 
 }  // namespace
 
-Expected<std::unique_ptr<Executor>> Executor::Create(const std::string &engine_dir,
-                                                     const ExecutorOptions &options) {
+Expected<std::unique_ptr<Executor>> Executor::Create(const std::string& engine_dir,
+                                                     const ExecutorOptions& options) {
   auto impl = std::make_unique<ExecutorImpl>(options);
   KILN_RETURN_IF_ERROR(impl->Init(engine_dir).With(engine_dir));
   return std::unique_ptr<Executor>(std::move(impl));

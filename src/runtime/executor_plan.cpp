@@ -6,7 +6,7 @@
 
 namespace kiln {
 
-size_t ActivationBytes(const ModelConfig &c, DType act, int64_t T, int64_t L) {
+size_t ActivationBytes(const ModelConfig& c, DType act, int64_t T, int64_t L) {
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   // x, h, qkv, attn, o, gate_up, act, down, last hidden, logits, tmp (model.cpp
   // Model::Reserve)
@@ -17,14 +17,14 @@ size_t ActivationBytes(const ModelConfig &c, DType act, int64_t T, int64_t L) {
   return total;
 }
 
-size_t StepWorkspaceBytes(const StepShape &s) {
+size_t StepWorkspaceBytes(const StepShape& s) {
   // tokens, positions, slots, logit rows [T] | q_start [S+1] | seq_lens [S] |
   // tables [S, B]  (i32)
   return sizeof(int32_t) *
          static_cast<size_t>(4 * s.max_tokens + 2 * s.max_seqs + 1 + s.max_seqs * s.max_blocks_per_seq);
 }
 
-size_t ProbeFreeMemory(Backend &b) {
+size_t ProbeFreeMemory(Backend& b) {
   // The backend interface has no memory query yet; bisect on allocation (a
   // failed device allocation is harmless) to 64 MiB.
   constexpr size_t kStep = size_t{64} << 20;
@@ -42,8 +42,8 @@ size_t ProbeFreeMemory(Backend &b) {
   return lo;
 }
 
-Status PlanKvCache(Backend &b, bool is_cpu, const ModelConfig &c, const ExecutorOptions &o,
-                   MemoryPlan *plan) {
+Status PlanKvCache(Backend& b, bool is_cpu, const ModelConfig& c, const ExecutorOptions& o,
+                   MemoryPlan* plan) {
   const size_t per_block = KvCache::BytesPerBlock(c, b.act_dtype(), o.block_size);
   size_t budget = 0;
   if (is_cpu) {

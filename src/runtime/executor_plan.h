@@ -19,16 +19,16 @@ struct StepShape {
 
 // Bytes Model::Reserve(max_tokens, max_logits) allocates (mirrors its buffer
 // list).
-size_t ActivationBytes(const ModelConfig &c, DType act, int64_t max_tokens, int64_t max_logits);
+size_t ActivationBytes(const ModelConfig& c, DType act, int64_t max_tokens, int64_t max_logits);
 // Bytes StepBuilder::Reserve allocates on the backend.
-size_t StepWorkspaceBytes(const StepShape &s);
+size_t StepWorkspaceBytes(const StepShape& s);
 // Largest allocation the backend grants now (found by bisection; nothing stays
 // allocated).
-size_t ProbeFreeMemory(Backend &b);
+size_t ProbeFreeMemory(Backend& b);
 
 // Fills plan.kv_cache / kv_blocks from the options;
 // plan.weights/activations/workspace must be set. The block count is capped at
 // what max_batch_size sequences of max_seq_len could ever use.
-Status PlanKvCache(Backend &b, bool is_cpu, const ModelConfig &c, const ExecutorOptions &o, MemoryPlan *plan);
+Status PlanKvCache(Backend& b, bool is_cpu, const ModelConfig& c, const ExecutorOptions& o, MemoryPlan* plan);
 
 }  // namespace kiln

@@ -5,7 +5,7 @@
 
 namespace kiln {
 
-Expected<CapacityPolicy> ParseCapacityPolicy(const std::string &name) {
+Expected<CapacityPolicy> ParseCapacityPolicy(const std::string& name) {
   if (name == "max_utilization" || name == "MAX_UTILIZATION") return CapacityPolicy::kMaxUtilization;
   if (name == "guaranteed_no_evict" || name == "GUARANTEED_NO_EVICT")
     return CapacityPolicy::kGuaranteedNoEvict;
@@ -15,33 +15,33 @@ Expected<CapacityPolicy> ParseCapacityPolicy(const std::string &name) {
       name + "'");
 }
 
-Expected<ScheduleOrder> ParseScheduleOrder(const std::string &name) {
+Expected<ScheduleOrder> ParseScheduleOrder(const std::string& name) {
   if (name == "fcfs") return ScheduleOrder::kFcfs;
   if (name == "priority") return ScheduleOrder::kPriority;
   return InvalidArgument("schedule_order: expected fcfs or priority, got '" + name + "'");
 }
 
-Scheduler::Scheduler(const SchedulerOptions &options, BlockManager &blocks) : opt_(options), bm_(blocks) {}
+Scheduler::Scheduler(const SchedulerOptions& options, BlockManager& blocks) : opt_(options), bm_(blocks) {}
 
-bool Scheduler::Before(const Sequence *a, const Sequence *b) const {
+bool Scheduler::Before(const Sequence* a, const Sequence* b) const {
   if (opt_.order == ScheduleOrder::kPriority && a->priority != b->priority) return a->priority > b->priority;
   return a->arrival < b->arrival;
 }
 
-void Scheduler::InsertSorted(std::vector<Sequence *> &v, Sequence *s) const {
+void Scheduler::InsertSorted(std::vector<Sequence*>& v, Sequence* s) const {
   auto it = std::upper_bound(v.begin(), v.end(), s,
-                             [this](const Sequence *a, const Sequence *b) { return Before(a, b); });
+                             [this](const Sequence* a, const Sequence* b) { return Before(a, b); });
   v.insert(it, s);
 }
 
-void Scheduler::Add(Sequence *s) {
+void Scheduler::Add(Sequence* s) {
   s->state = SeqState::kWaiting;
   s->n_computed = 0;
   InsertSorted(waiting_, s);
 }
 
-void Scheduler::Remove(Sequence *s) {
-  auto drop = [s](std::vector<Sequence *> &v) {
+void Scheduler::Remove(Sequence* s) {
+  auto drop = [s](std::vector<Sequence*>& v) {
     auto it = std::find(v.begin(), v.end(), s);
     if (it != v.end()) v.erase(it);
   };
@@ -51,17 +51,17 @@ void Scheduler::Remove(Sequence *s) {
   s->state = SeqState::kFinished;
 }
 
-int64_t Scheduler::ReservedBlocks(const Sequence &s) const {
+int64_t Scheduler::ReservedBlocks(const Sequence& s) const {
   return bm_.BlocksFor(std::max<int64_t>(s.max_kv_tokens(), s.num_tokens()));
 }
 
 int64_t Scheduler::OutstandingReservations() const {
   int64_t n = 0;
-  for (const Sequence *s : running_) n += std::max<int64_t>(0, ReservedBlocks(*s) - s->blocks.size());
+  for (const Sequence* s : running_) n += std::max<int64_t>(0, ReservedBlocks(*s) - s->blocks.size());
   return n;
 }
 
-void Scheduler::Preempt(Sequence *s) {
+void Scheduler::Preempt(Sequence* s) {
   running_.erase(std::find(running_.begin(), running_.end(), s));
   bm_.Free(&s->blocks);  // full blocks stay in the prefix cache: the recompute
                          // may hit them
@@ -78,7 +78,7 @@ SchedulerOutput Scheduler::Schedule() {
   // 1. Running sequences, in order: a decode token or the next prefill chunk
   // each.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
-    Sequence *s = running_[i];
+    Sequence* s = running_[i];
     const int64_t remaining = s->num_tokens() - s->n_computed;
     const int n = static_cast<int>(std::min<int64_t>(remaining, budget));
     bool self_preempted = false;
@@ -86,7 +86,7 @@ SchedulerOutput Scheduler::Schedule() {
       // Out of blocks: recompute the last in order later (never one already
       // scheduled: those come before i). Under kGuaranteedNoEvict this is
       // unreachable by construction.
-      Sequence *victim = running_.back();
+      Sequence* victim = running_.back();
       Preempt(victim);
       out.preempted.push_back(victim);
       if (victim == s) {
@@ -104,7 +104,7 @@ SchedulerOutput Scheduler::Schedule() {
   const int bs = bm_.block_size();
   while (out.preempted.empty() && !waiting_.empty() && budget > 0 &&
          static_cast<int>(running_.size()) < opt_.max_batch_size) {
-    Sequence *s = waiting_.front();
+    Sequence* s = waiting_.front();
     // Never match the last token: at least one must be computed to get logits,
     // and new KV is then written only to blocks of our own.
     const int max_match = static_cast<int>((s->num_tokens() - 1) / bs);
@@ -142,16 +142,16 @@ SchedulerOutput Scheduler::Schedule() {
     out.chunks.push_back({s, s->n_computed, n, s->n_computed + n == s->num_tokens()});
     budget -= n;
   }
-  for (const ScheduledChunk &c : out.chunks) {
+  for (const ScheduledChunk& c : out.chunks) {
     out.n_tokens += c.n_tokens;
     out.n_logits += c.wants_logits ? 1 : 0;
   }
   return out;
 }
 
-void Scheduler::Commit(const SchedulerOutput &out) {
-  for (const ScheduledChunk &c : out.chunks) {
-    Sequence *s = c.seq;
+void Scheduler::Commit(const SchedulerOutput& out) {
+  for (const ScheduledChunk& c : out.chunks) {
+    Sequence* s = c.seq;
     s->n_computed = c.start + c.n_tokens;
     bm_.CacheFullBlocks(&s->blocks, s->tokens, s->n_computed);
     // The next query (position n_computed) attends to [n_computed - window + 1,
@@ -161,11 +161,11 @@ void Scheduler::Commit(const SchedulerOutput &out) {
 }
 
 Status Scheduler::CheckInvariants() const {
-  std::vector<const BlockTable *> tables;
-  std::set<const Sequence *> seen;
-  for (const auto *list : {&waiting_, &running_}) {
+  std::vector<const BlockTable*> tables;
+  std::set<const Sequence*> seen;
+  for (const auto* list : {&waiting_, &running_}) {
     for (size_t i = 0; i < list->size(); ++i) {
-      const Sequence *s = (*list)[i];
+      const Sequence* s = (*list)[i];
       if (!seen.insert(s).second) return Internal("sequence " + std::to_string(s->id) + " queued twice");
       if (i > 0 && Before(s, (*list)[i - 1])) return Internal("scheduler queue out of order");
       if (s->n_computed > s->num_tokens()) return Internal("sequence computed past its tokens");

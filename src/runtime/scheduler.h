@@ -28,8 +28,8 @@ namespace kiln {
 enum class CapacityPolicy { kGuaranteedNoEvict, kMaxUtilization };
 enum class ScheduleOrder { kFcfs, kPriority };
 
-Expected<CapacityPolicy> ParseCapacityPolicy(const std::string &name);  // names the option at fault
-Expected<ScheduleOrder> ParseScheduleOrder(const std::string &name);
+Expected<CapacityPolicy> ParseCapacityPolicy(const std::string& name);  // names the option at fault
+Expected<ScheduleOrder> ParseScheduleOrder(const std::string& name);
 
 struct SchedulerOptions {
   CapacityPolicy policy = CapacityPolicy::kMaxUtilization;
@@ -41,7 +41,7 @@ struct SchedulerOptions {
 };
 
 struct ScheduledChunk {
-  Sequence *seq = nullptr;
+  Sequence* seq = nullptr;
   int64_t start = 0;  // first position computed this step (= seq->n_computed)
   int n_tokens = 0;
   bool wants_logits = false;  // the chunk reaches the sequence's last token: sample the next one
@@ -49,8 +49,8 @@ struct ScheduledChunk {
 
 struct SchedulerOutput {
   std::vector<ScheduledChunk> chunks;  // in running order; logits rows follow this order
-  std::vector<Sequence *> preempted;   // requeued this step
-  std::vector<Sequence *> admitted;    // first scheduled this step (waiting -> running)
+  std::vector<Sequence*> preempted;    // requeued this step
+  std::vector<Sequence*> admitted;     // first scheduled this step (waiting -> running)
   int n_tokens = 0;
   int n_logits = 0;
   bool empty() const { return chunks.empty(); }
@@ -58,26 +58,26 @@ struct SchedulerOutput {
 
 class Scheduler {
  public:
-  Scheduler(const SchedulerOptions &options, BlockManager &blocks);
+  Scheduler(const SchedulerOptions& options, BlockManager& blocks);
 
   // Queues a new sequence (state waiting, nothing computed).
-  void Add(Sequence *seq);
+  void Add(Sequence* seq);
   // Drops a sequence from whichever queue holds it and frees its blocks (finish
   // or cancel).
-  void Remove(Sequence *seq);
+  void Remove(Sequence* seq);
   SchedulerOutput Schedule();
   // After the step ran: advances n_computed, caches newly full blocks, releases
   // blocks that fell out of the sliding window. The caller then appends sampled
   // tokens or Remove()s.
-  void Commit(const SchedulerOutput &out);
+  void Commit(const SchedulerOutput& out);
 
   int n_waiting() const { return static_cast<int>(waiting_.size()); }
   int n_running() const { return static_cast<int>(running_.size()); }
-  const std::vector<Sequence *> &running() const { return running_; }
-  const std::vector<Sequence *> &waiting() const { return waiting_; }
+  const std::vector<Sequence*>& running() const { return running_; }
+  const std::vector<Sequence*>& waiting() const { return waiting_; }
   // KV blocks a sequence may need in all (the reservation under
   // kGuaranteedNoEvict).
-  int64_t ReservedBlocks(const Sequence &s) const;
+  int64_t ReservedBlocks(const Sequence& s) const;
   // Tests: no sequence is in two places, held blocks cover the computed tokens,
   // invariants of the block manager over every table.
   Status CheckInvariants() const;
@@ -88,16 +88,16 @@ class Scheduler {
   uint64_t total_preemptions() const { return preemptions_; }
 
  private:
-  bool Before(const Sequence *a, const Sequence *b) const;  // scheduling order
-  void InsertSorted(std::vector<Sequence *> &v, Sequence *s) const;
-  void Preempt(Sequence *s);
+  bool Before(const Sequence* a, const Sequence* b) const;  // scheduling order
+  void InsertSorted(std::vector<Sequence*>& v, Sequence* s) const;
+  void Preempt(Sequence* s);
   // Blocks the running sequences may still claim under kGuaranteedNoEvict.
   int64_t OutstandingReservations() const;
 
   SchedulerOptions opt_;
-  BlockManager &bm_;
-  std::vector<Sequence *> waiting_;  // sorted by Before
-  std::vector<Sequence *> running_;  // sorted by Before
+  BlockManager& bm_;
+  std::vector<Sequence*> waiting_;  // sorted by Before
+  std::vector<Sequence*> running_;  // sorted by Before
   uint64_t prefix_queries_ = 0, prefix_hits_ = 0, preemptions_ = 0;
 };
 

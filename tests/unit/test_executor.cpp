@@ -16,7 +16,7 @@ namespace {
 
 using namespace testing_exec;
 
-void ExpectNoLeak(Executor &ex) {
+void ExpectNoLeak(Executor& ex) {
   const ExecutorMetrics m = ex.Metrics();
   EXPECT_EQ(m.kv_blocks_used, 0) << "blocks leaked";
   EXPECT_EQ(m.kv_blocks_free, m.kv_blocks_total);
@@ -25,7 +25,7 @@ void ExpectNoLeak(Executor &ex) {
 }
 
 struct Case {
-  const char *engine;
+  const char* engine;
   int64_t vocab;
 };
 
@@ -36,7 +36,7 @@ class ExecutorEquality : public ::testing::TestWithParam<Case> {};
 // alone (greedy and seeded sampling).
 TEST_P(ExecutorEquality, FiftyRandomRequestsMatchSingleRequestPath) {
   const Case c = GetParam();
-  const std::string &dir = EngineDir(c.engine);
+  const std::string& dir = EngineDir(c.engine);
   auto reqs = RandomRequests(50, c.vocab, 60, 40, 7);
   auto ref = Reference(dir, reqs);
   ExecutorOptions o;
@@ -59,7 +59,7 @@ TEST_P(ExecutorEquality, FiftyRandomRequestsMatchSingleRequestPath) {
 // Chunked prefill (8-token steps) and unchunked prefill give the same outputs.
 TEST_P(ExecutorEquality, ChunkedPrefillEqualsUnchunked) {
   const Case c = GetParam();
-  const std::string &dir = EngineDir(c.engine);
+  const std::string& dir = EngineDir(c.engine);
   auto reqs = RandomRequests(16, c.vocab, 70, 12, 11);
   ExecutorOptions chunked;
   chunked.max_num_tokens = 8;
@@ -85,7 +85,7 @@ TEST_P(ExecutorEquality, ChunkedPrefillEqualsUnchunked) {
 // Physical blocks handed out in shuffled order: same outputs.
 TEST_P(ExecutorEquality, ShuffledBlocksGiveIdenticalOutputs) {
   const Case c = GetParam();
-  const std::string &dir = EngineDir(c.engine);
+  const std::string& dir = EngineDir(c.engine);
   auto reqs = RandomRequests(20, c.vocab, 50, 20, 13);
   ExecutorOptions o;
   o.shuffle_blocks = true;
@@ -102,11 +102,11 @@ TEST_P(ExecutorEquality, ShuffledBlocksGiveIdenticalOutputs) {
 // GUARANTEED_NO_EVICT never preempts.
 TEST_P(ExecutorEquality, TinyKvBudgetPreemptsAndCompletes) {
   const Case c = GetParam();
-  const std::string &dir = EngineDir(c.engine);
+  const std::string& dir = EngineDir(c.engine);
   auto reqs = RandomRequests(24, c.vocab, 30, 24, 17);
-  for (auto &r : reqs) r.ignore_eos = true;
+  for (auto& r : reqs) r.ignore_eos = true;
   auto ref = Reference(dir, reqs);
-  for (const char *policy : {"max_utilization", "guaranteed_no_evict"}) {
+  for (const char* policy : {"max_utilization", "guaranteed_no_evict"}) {
     SCOPED_TRACE(policy);
     ExecutorOptions o;
     o.block_size = 4;
@@ -127,7 +127,7 @@ TEST_P(ExecutorEquality, TinyKvBudgetPreemptsAndCompletes) {
     if (std::string(policy) == "max_utilization") {
       EXPECT_GT(m.preemptions, 0u);
       int per_request = 0;
-      for (const auto &r : got) per_request += r.stats.preemptions;
+      for (const auto& r : got) per_request += r.stats.preemptions;
       EXPECT_EQ(static_cast<uint64_t>(per_request), m.preemptions);
     } else {
       EXPECT_EQ(m.preemptions, 0u);
@@ -138,12 +138,12 @@ TEST_P(ExecutorEquality, TinyKvBudgetPreemptsAndCompletes) {
 
 INSTANTIATE_TEST_SUITE_P(Executor, ExecutorEquality,
                          ::testing::Values(Case{"stories", 512}, Case{"llama", 1000}),
-                         [](const auto &info) { return std::string(info.param.engine); });
+                         [](const auto& info) { return std::string(info.param.engine); });
 
 // A request whose prompt shares full blocks with an earlier one skips their
 // prefill, counts the skipped tokens, and produces the same output.
 TEST(ExecutorPrefixCache, HitGivesIdenticalOutputAndCountsSkippedTokens) {
-  const std::string &dir = EngineDir("stories");
+  const std::string& dir = EngineDir("stories");
   Request a;
   a.prompt = {1};
   for (int i = 0; i < 40; ++i) a.prompt.push_back(10 + (i * 7) % 400);
@@ -183,11 +183,11 @@ TEST(ExecutorPrefixCache, HitGivesIdenticalOutputAndCountsSkippedTokens) {
 // Many requests sharing a long system prefix, queued together: hits while
 // others still run.
 TEST(ExecutorPrefixCache, SharedPrefixUnderLoadMatchesReference) {
-  const std::string &dir = EngineDir("llama");
+  const std::string& dir = EngineDir("llama");
   auto reqs = RandomRequests(12, 1000, 20, 16, 23);
   std::vector<int32_t> prefix = {1};
   for (int i = 0; i < 37; ++i) prefix.push_back(100 + i * 3);
-  for (auto &r : reqs) r.prompt.insert(r.prompt.begin(), prefix.begin(), prefix.end());
+  for (auto& r : reqs) r.prompt.insert(r.prompt.begin(), prefix.begin(), prefix.end());
   ExecutorOptions o;
   o.block_size = 8;
   o.max_num_tokens = 64;
@@ -203,9 +203,9 @@ TEST(ExecutorPrefixCache, SharedPrefixUnderLoadMatchesReference) {
 // decoding goes on, and the outputs still equal the single-request path (which
 // keeps every block).
 TEST(ExecutorSlidingWindow, ReleasesBlocksAndMatchesReference) {
-  const std::string &dir = EngineDir("mistral_sliding");
+  const std::string& dir = EngineDir("mistral_sliding");
   auto reqs = RandomRequests(10, 1000, 30, 40, 29);
-  for (auto &r : reqs) r.ignore_eos = true;
+  for (auto& r : reqs) r.ignore_eos = true;
   ExecutorOptions o;
   o.block_size = 4;
   o.max_num_tokens = 16;
@@ -219,12 +219,12 @@ TEST(ExecutorSlidingWindow, ReleasesBlocksAndMatchesReference) {
   longr.ignore_eos = true;
   longr.sampling.temperature = 0;
   std::atomic<int64_t> max_used{0};
-  Executor *exp = ex.get();
+  Executor* exp = ex.get();
   Collector c;
   c.Resize(1);
   auto inner = c.Callback(0);
   ASSERT_TRUE(exp->Enqueue(longr,
-                           [&](const RequestEvent &ev) {
+                           [&](const RequestEvent& ev) {
                              inner(ev);
                              max_used = std::max<int64_t>(max_used, exp->Metrics().kv_blocks_used);
                            })
@@ -239,7 +239,7 @@ TEST(ExecutorSlidingWindow, ReleasesBlocksAndMatchesReference) {
 // Cancelling mid-stream ends the request with "cancelled" and frees its blocks;
 // cancelling a queued request works too; unknown ids are ignored.
 TEST(ExecutorCancel, MidStreamFreesBlocks) {
-  const std::string &dir = EngineDir("stories");
+  const std::string& dir = EngineDir("stories");
   ExecutorOptions o;
   o.max_batch_size = 1;  // the second request waits in the queue
   auto ex = MakeExecutor(dir, o);
@@ -252,10 +252,10 @@ TEST(ExecutorCancel, MidStreamFreesBlocks) {
   Collector c;
   c.Resize(2);
   auto inner = c.Callback(0);
-  Executor *exp = ex.get();
+  Executor* exp = ex.get();
   std::atomic<uint64_t> id0{0};
   std::atomic<int> seen{0};
-  auto id = ex->Enqueue(r, [&](const RequestEvent &ev) {
+  auto id = ex->Enqueue(r, [&](const RequestEvent& ev) {
     inner(ev);
     if (++seen == 5) exp->Cancel(id0.load());
   });
@@ -266,7 +266,7 @@ TEST(ExecutorCancel, MidStreamFreesBlocks) {
   ex->Cancel(id2.value());
   ex->Cancel(987654);  // unknown: ignored
   ex->WaitAll();
-  auto &res = c.results();
+  auto& res = c.results();
   EXPECT_EQ(res[0].finish_reason, "cancelled");
   EXPECT_EQ(res[0].finals, 1);
   EXPECT_GE(res[0].tokens.size(), 4u);
@@ -280,7 +280,7 @@ TEST(ExecutorCancel, MidStreamFreesBlocks) {
 // deltas add up to the final text; logprobs are the log-softmax of the raw
 // logits.
 TEST(ExecutorStreaming, StopStringsTextAndLogprobs) {
-  const std::string &dir = EngineDir("stories");
+  const std::string& dir = EngineDir("stories");
   EngineOptions eo;
   eo.device = "cpu";
   auto engine = Engine::Open(dir, eo);
@@ -353,7 +353,7 @@ TEST(ExecutorValidation, RejectsBadRequests) {
 // everything, and Enqueue afterwards is refused. A zero-token request finishes
 // at once.
 TEST(ExecutorThreads, ConcurrentEnqueueAndDrainingShutdown) {
-  const std::string &dir = EngineDir("llama");
+  const std::string& dir = EngineDir("llama");
   auto reqs = RandomRequests(24, 1000, 20, 10, 31);
   auto ref = Reference(dir, reqs);
   auto ex = MakeExecutor(dir, {});
@@ -365,12 +365,12 @@ TEST(ExecutorThreads, ConcurrentEnqueueAndDrainingShutdown) {
     threads.emplace_back([&, t] {
       for (size_t i = t; i < reqs.size(); i += 4) EXPECT_TRUE(ex->Enqueue(reqs[i], c.Callback(i)).ok());
     });
-  for (auto &th : threads) th.join();
+  for (auto& th : threads) th.join();
   Request zero = reqs[0];
   zero.max_tokens = 0;
   EXPECT_TRUE(ex->Enqueue(zero, c.Callback(reqs.size())).ok());
   ex->Shutdown(true);
-  auto &res = c.results();
+  auto& res = c.results();
   EXPECT_EQ(res.back().finish_reason, "length");
   EXPECT_TRUE(res.back().tokens.empty());
   res.pop_back();
@@ -384,7 +384,7 @@ TEST(ExecutorThreads, ShutdownWithoutDrainCancels) {
   auto ex = MakeExecutor(EngineDir("stories"), {});
   ASSERT_TRUE(ex);
   auto reqs = RandomRequests(8, 512, 10, 5, 37);
-  for (auto &r : reqs) {
+  for (auto& r : reqs) {
     r.max_tokens = 300;
     r.ignore_eos = true;
   }
@@ -392,7 +392,7 @@ TEST(ExecutorThreads, ShutdownWithoutDrainCancels) {
   c.Resize(reqs.size());
   for (size_t i = 0; i < reqs.size(); ++i) ASSERT_TRUE(ex->Enqueue(reqs[i], c.Callback(i)).ok());
   ex->Shutdown(false);
-  for (const auto &r : c.results()) {
+  for (const auto& r : c.results()) {
     EXPECT_EQ(r.finals, 1);
     EXPECT_EQ(r.finish_reason, "cancelled");
   }

@@ -23,7 +23,7 @@ inline std::string SharedDir() { return std::string(KILN_SOURCE_DIR) + "/../shar
 // Builds (once per process) the named engine: "stories" (stories260K with its
 // tokenizer), "llama" (hf-tiny/llama, f32), "mistral_sliding" (hf-tiny, window
 // 8, f32).
-inline const std::string &EngineDir(const std::string &name) {
+inline const std::string& EngineDir(const std::string& name) {
   static std::mutex mu;
   static std::map<std::string, std::string> built;
   static const std::filesystem::path root = [] {
@@ -65,7 +65,7 @@ struct Result {
   int finals = 0;
 };
 
-inline GenerateOptions ToGenerate(const Request &r) {
+inline GenerateOptions ToGenerate(const Request& r) {
   GenerateOptions g;
   g.sampling = r.sampling;
   g.max_tokens = r.max_tokens;
@@ -76,13 +76,13 @@ inline GenerateOptions ToGenerate(const Request &r) {
 }
 
 // Each request alone through the single-request path.
-inline std::vector<GenerateResult> Reference(const std::string &dir, const std::vector<Request> &reqs) {
+inline std::vector<GenerateResult> Reference(const std::string& dir, const std::vector<Request>& reqs) {
   EngineOptions eo;
   eo.device = "cpu";
   auto engine = Engine::Open(dir, eo);
   EXPECT_TRUE(engine.ok()) << engine.status().message();
   std::vector<GenerateResult> out;
-  for (const Request &r : reqs) {
+  for (const Request& r : reqs) {
     auto g = (*engine)->Generate(r.prompt, ToGenerate(r));
     EXPECT_TRUE(g.ok()) << g.status().message();
     out.push_back(g.ok() ? g.value() : GenerateResult{});
@@ -94,9 +94,9 @@ inline std::vector<GenerateResult> Reference(const std::string &dir, const std::
 class Collector {
  public:
   RequestCallback Callback(size_t index) {
-    return [this, index](const RequestEvent &ev) {
+    return [this, index](const RequestEvent& ev) {
       std::lock_guard<std::mutex> lk(mu_);
-      Result &r = results_[index];
+      Result& r = results_[index];
       ++r.events;
       if (ev.token >= 0) {
         r.tokens.push_back(ev.token);
@@ -112,14 +112,14 @@ class Collector {
     };
   }
   void Resize(size_t n) { results_.resize(n); }
-  std::vector<Result> &results() { return results_; }
+  std::vector<Result>& results() { return results_; }
 
  private:
   std::mutex mu_;
   std::vector<Result> results_;
 };
 
-inline std::vector<Result> RunAll(Executor &ex, const std::vector<Request> &reqs) {
+inline std::vector<Result> RunAll(Executor& ex, const std::vector<Request>& reqs) {
   Collector c;
   c.Resize(reqs.size());
   for (size_t i = 0; i < reqs.size(); ++i) {
@@ -130,7 +130,7 @@ inline std::vector<Result> RunAll(Executor &ex, const std::vector<Request> &reqs
   return std::move(c.results());
 }
 
-inline std::unique_ptr<Executor> MakeExecutor(const std::string &dir, ExecutorOptions o) {
+inline std::unique_ptr<Executor> MakeExecutor(const std::string& dir, ExecutorOptions o) {
   o.device = "cpu";
   auto ex = Executor::Create(dir, o);
   EXPECT_TRUE(ex.ok()) << ex.status().message();
@@ -160,7 +160,7 @@ inline std::vector<Request> RandomRequests(int n, int64_t vocab, int max_prompt,
   return reqs;
 }
 
-inline void ExpectSame(const std::vector<GenerateResult> &ref, const std::vector<Result> &got,
+inline void ExpectSame(const std::vector<GenerateResult>& ref, const std::vector<Result>& got,
                        bool compare_text) {
   ASSERT_EQ(ref.size(), got.size());
   for (size_t i = 0; i < ref.size(); ++i) {
