@@ -430,7 +430,7 @@ void ExecutorImpl::RunStep() {
   }
   if (out.empty()) {
     // Nothing fits even with an empty batch: the head request can never run.
-    if (sched_->n_running() == 0 && !sched_->waiting().empty()) {
+    if (out.preempted.empty() && sched_->n_running() == 0 && !sched_->waiting().empty()) {
       RequestState& st = *active_.at(sched_->waiting().front()->id);
       Finish(st, RequestEvent{}, "error", "the request does not fit in the KV cache");
     }
