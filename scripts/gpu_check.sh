@@ -43,13 +43,14 @@ if [[ "${1:-}" == "--stage" ]]; then
   exit 0
 fi
 
-memcheck=1 bench=1 sweep=0 e2e=0 filter='CudaOps*'
+memcheck=1 bench=1 sweep=0 e2e=0 profile=0 filter='CudaOps*'
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --no-memcheck) memcheck=0 ;;
     --no-bench) bench=0 ;;
     --gemv-sweep) sweep=1 ;;
-    --e2e) e2e=1 ;;  # kiln logits/run on the GPU vs the CPU and the HF references; 8B decode timing  # also A/B the GEMV variants (KILN_GEMV_RT=2, KILN_GEMV_M1_MMA=1)
+    --e2e) e2e=1 ;;
+    --profile) profile=1 ;;  # ncu kernel-time breakdown of two Llama-3-8B batch-1 decode steps  # kiln logits/run on the GPU vs the CPU and the HF references; 8B decode timing  # also A/B the GEMV variants (KILN_GEMV_RT=2, KILN_GEMV_M1_MMA=1)
     --filter) filter="$2"; shift ;;
   esac
   shift
@@ -153,6 +154,27 @@ t = (l[256] - l[1]) / 255
 print('Llama-3-8B dummy bf16 batch 1 ISL 128: kiln run wall %.2f s (1 token) / %.2f s (256 tokens) -> %.2f ms per output token, %.1f tok/s' % (l[1], l[256], 1e3 * t, 1 / t))" | tee -a "$out/e2e.txt"
   head -5 "$e2e_dir/err.log"
   e2e_summary="$(tail -4 "$out/e2e.txt" | tr '\n' ' ') ($(( $(date +%s) - t0 )) s)"
+fi
+
+if [[ $profile == 1 && -x .carry/kiln ]] && command -v ncu >/dev/null; then
+  echo "== ncu: kernel times of Llama-3-8B (dummy, bf16) batch-1 decode steps"
+  toks=$(python3 -c "print(','.join(str(1000 + i) for i in range(128)))")
+  timeout 300 ncu --metrics gpu__time_duration.sum --csv --launch-skip 2000 --launch-count 990 \
+    .carry/kiln run --engine .carry/engines/llama-3-8b.bf16 --device cuda --tokens "$toks" --max-tokens 12 \
+    --temperature 0 --ignore-eos --output-tokens >"$out/ncu.csv" 2>"$out/ncu.err"
+  python3 - "$out/ncu.csv" <<'PY' | tee "$out/profile.txt"
+import csv, sys, collections
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+hdr = rows[0]; ki = hdr.index("Kernel Name"); vi = hdr.index("Metric Value"); ui = hdr.index("Metric Unit")
+tot = collections.Counter(); cnt = collections.Counter()
+for r in rows[1:]:
+    v = float(r[vi].replace(",", "")) * {"nsecond": 1e-3, "ns": 1e-3, "msecond": 1e3, "ms": 1e3}.get(r[ui], 1.0)
+    name = r[ki].split("(")[0].split("<")[0].replace("void ", "").replace("kiln::cuda::", "").strip()
+    tot[name] += v; cnt[name] += 1
+n = len(rows) - 1; s = sum(tot.values())
+print(f"{n} kernels, {s:.0f} us of kernel time (~3 decode steps of ~330 launches)")
+for k, v in tot.most_common(20): print(f"  {v:9.1f} us  {100 * v / s:5.1f}%  x{cnt[k]:4d}  {k[:90]}")
+PY
 fi
 
 mc_summary="not run"

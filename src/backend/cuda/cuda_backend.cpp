@@ -4,6 +4,8 @@
 // Weights are held in act_dtype (f32 exactness runs convert at upload). Ops return void, so a
 // failure (bad dtype/shape, launch error) is recorded as the backend's first error and
 // returned by the next Synchronize() / CopyToHost*().
+#include <algorithm>
+#include <vector>
 #include <cuda_runtime_api.h>
 
 #include <cstdlib>
@@ -101,6 +103,35 @@ class CudaBackend final : public Backend {
     std::vector<uint8_t> tmp(src.nbytes());
     KILN_RETURN_IF_ERROR(CopyToHost(tmp.data(), src.data, tmp.size()));
     return ConvertElements(tmp.data(), src.dtype, dst, DType::kF32, src.numel());
+  }
+  Expected<double> MeasureCopyBandwidth(size_t bytes) override {
+    void *a = nullptr, *b = nullptr;
+    if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) {
+      cudaFree(a);
+      return Status(ErrorCode::kOutOfMemory, "copy bandwidth: cannot allocate 2 x " + std::to_string(bytes));
+    }
+    cudaMemsetAsync(a, 1, bytes, stream_);  // never time untouched pages
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    std::vector<float> ms;
+    for (int i = 0; i < 23; ++i) {
+      cudaEventRecord(e0, stream_);
+      cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream_);
+      cudaEventRecord(e1, stream_);
+      cudaEventSynchronize(e1);
+      float t = 0;
+      cudaEventElapsedTime(&t, e0, e1);
+      if (i >= 3) ms.push_back(t);  // warm-up
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return Internal(std::string("copy bandwidth: ") + cudaGetErrorString(e));
+    std::sort(ms.begin(), ms.end());
+    return 2.0 * static_cast<double>(bytes) / (ms[ms.size() / 2] * 1e-3) / 1e9;
   }
   Status Synchronize() override {
     cudaError_t e = cudaStreamSynchronize(stream_);

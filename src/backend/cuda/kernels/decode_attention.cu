@@ -15,7 +15,7 @@ namespace {
 
 constexpr int kThreads = 128;
 constexpr int kMaxG = 8;          // query heads per block
-constexpr int kMaxSplitLen = 64;  // key positions per block (staged in shared memory)
+constexpr int kMaxSplitLen = 256; // key positions per block
 
 struct Plan {
   int hchunks, splits, split_len;
@@ -31,6 +31,7 @@ Plan MakePlan(const AttnArgs& a, int num_sms) {
   if (want < 1) want = 1;
   int split_len = (len + want - 1) / want;
   split_len = (split_len + 31) / 32 * 32;
+  if (split_len < 64) split_len = 64;
   if (split_len > kMaxSplitLen) split_len = kMaxSplitLen;
   p.split_len = split_len;
   p.splits = (len + split_len - 1) / split_len;
@@ -42,13 +43,7 @@ size_t SmemBytes(const AttnArgs& a, ElemType t) {
   const int nd = hd / nv, slots = kThreads / nd;
   const size_t q = static_cast<size_t>(kMaxG) * hd, sc = static_cast<size_t>(kMaxG) * kMaxSplitLen;
   const size_t red = static_cast<size_t>(slots) * kMaxG * hd;
-  const size_t kv = 2 * static_cast<size_t>(kMaxSplitLen) * (hd + nv) * ElemBytes(t);  // K, V tiles (padded rows)
-  return sizeof(float) * (q + sc + red + 2 * kMaxG * (kThreads / 32) + 2 * kMaxG) + kv;
-}
-
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(a), "l"(gmem));
+  return sizeof(float) * (q + sc + red + 2 * kMaxG * (kThreads / 32) + 2 * kMaxG);
 }
 
 __device__ __forceinline__ int SeqOf(const int32_t* q_start, int n_seqs, int t) {
@@ -77,9 +72,6 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(AttnArgs a, Plan plan, f
   const int nd = hd / N, slots = kThreads / nd;
   float* wred = red + slots * kMaxG * hd;        // [2][kThreads/32][kMaxG]
   float* stat = wred + 2 * kMaxG * (kThreads / 32);  // [2][kMaxG]: max, sum
-  const int ld = hd + N;                          // padded smem row (16 bytes): no bank conflicts
-  T* ks = reinterpret_cast<T*>(stat + 2 * kMaxG);  // [kMaxSplitLen][ld]
-  T* vs = ks + kMaxSplitLen * ld;                 // [kMaxSplitLen][ld]
 
   const int seq = SeqOf(a.q_start, a.n_seqs, t);
   const int last = a.positions[t];
@@ -100,30 +92,25 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(AttnArgs a, Plan plan, f
     return;
   }
 
+  const int row_stride = (hq + 2 * hkv) * hd;
+  const T* q = static_cast<const T*>(a.qkv) + static_cast<int64_t>(t) * row_stride + static_cast<int64_t>(h0) * hd;
+  for (int i = tid; i < ng * hd; i += kThreads) qs[i] = ToF32(q[i]);
+  __syncthreads();
+
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
   const int bs = a.block_size;
   const T* kc = static_cast<const T*>(a.k_cache);
   const T* vc = static_cast<const T*>(a.v_cache);
-  // Stage this split's K and V rows into shared memory, every load in flight at once.
-  for (int i = tid; i < (je - jb) * nd; i += kThreads) {
-    const int r = i / nd, c = (i % nd) * N, j = jb + r;
-    const int64_t off = ((static_cast<int64_t>(table[j / bs]) * bs + j % bs) * hkv + kvh) * hd + c;
-    CpAsync16(ks + r * ld + c, kc + off);
-    CpAsync16(vs + r * ld + c, vc + off);
-  }
-  asm volatile("cp.async.commit_group;");
-  const int row_stride = (hq + 2 * hkv) * hd;
-  const T* q = static_cast<const T*>(a.qkv) + static_cast<int64_t>(t) * row_stride + static_cast<int64_t>(h0) * hd;
-  for (int i = tid; i < ng * hd; i += kThreads) qs[i] = ToF32(q[i]);
-  asm volatile("cp.async.wait_all;");
-  __syncthreads();
+  auto row_of = [&](int j) -> int64_t {
+    return ((static_cast<int64_t>(table[j / bs]) * bs + j % bs) * hkv + kvh) * hd;
+  };
 
   // Pass 1: scores, one key per thread.
   float mx[kMaxG];
 #pragma unroll
   for (int g = 0; g < kMaxG; ++g) mx[g] = -FLT_MAX;
   for (int j = jb + tid; j < je; j += kThreads) {
-    const T* kp = ks + (j - jb) * ld;
+    const T* kp = kc + row_of(j);
     float s[kMaxG];
 #pragma unroll
     for (int g = 0; g < kMaxG; ++g) s[g] = 0.0f;
@@ -202,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(AttnArgs a, Plan plan, f
 #pragma unroll
       for (int q = 0; q < kV; ++q) {
         const int j = j0 + q * slots;
-        if (j < je) vv[q] = Load16(vs + (j - jb) * ld + dc);
+        if (j < je) vv[q] = Load16(vc + row_of(j) + dc);
       }
 #pragma unroll
       for (int q = 0; q < kV; ++q) {
@@ -283,7 +270,7 @@ cudaError_t LaunchDecodeAttention(const AttnArgs& a, ElemType t, void* workspace
   KILN_DISPATCH_FLOAT(t, T, {
     static bool configured = false;
     if (!configured) {
-      cudaFuncSetAttribute(SplitKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
+      cudaFuncSetAttribute(SplitKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024);
       configured = true;
     }
     SplitKernel<T><<<grid, kThreads, smem, s>>>(a, p, part_o, part_ml);
