@@ -43,8 +43,10 @@ json SpecialsFrom(const json& cfg) {
 
 // GGUF metadata: tokenizer.chat_template (or tokenizer.chat_template.<name>), with the BOS/EOS
 // strings taken from the token list.
-Expected<std::pair<std::string, json>> FromGguf(const json& md, const std::string& name, const std::string& where) {
-  const std::string key = name.empty() || name == "default" ? "tokenizer.chat_template" : "tokenizer.chat_template." + name;
+Expected<std::pair<std::string, json>> FromGguf(const json& md, const std::string& name,
+                                                const std::string& where) {
+  const std::string key =
+      name.empty() || name == "default" ? "tokenizer.chat_template" : "tokenizer.chat_template." + name;
   if (!md.is_object() || !md.contains(key) || !md[key].is_string()) return NotFound(where + ": no " + key);
   json specials = json::object();
   const json& toks = md.value("tokenizer.ggml.tokens", json());
@@ -55,8 +57,10 @@ Expected<std::pair<std::string, json>> FromGguf(const json& md, const std::strin
       return {};
     return toks[id.get<size_t>()].get<std::string>();
   };
-  for (auto [k, gk] : {std::pair{"bos_token", "tokenizer.ggml.bos_token_id"}, {"eos_token", "tokenizer.ggml.eos_token_id"},
-                       {"unk_token", "tokenizer.ggml.unknown_token_id"}, {"pad_token", "tokenizer.ggml.padding_token_id"}}) {
+  for (auto [k, gk] : {std::pair{"bos_token", "tokenizer.ggml.bos_token_id"},
+                       {"eos_token", "tokenizer.ggml.eos_token_id"},
+                       {"unk_token", "tokenizer.ggml.unknown_token_id"},
+                       {"pad_token", "tokenizer.ggml.padding_token_id"}}) {
     std::string v = tok_at(gk);
     if (!v.empty()) specials[k] = v;
   }
@@ -123,7 +127,8 @@ Expected<ChatTemplate> ChatTemplate::Load(const std::string& path, const std::st
         return ct;
       }
     }
-    return NotFound(path + ": no chat_template.jinja, chat_template.json, tokenizer_config.json, "
+    return NotFound(path +
+                    ": no chat_template.jinja, chat_template.json, tokenizer_config.json, "
                     "tokenizer.gguf.json or config.json tokenizer.chat_template");
   }
   if (!tok::FileExists(path)) return NotFound(path + ": no such file");

@@ -372,7 +372,8 @@ class Evaluator {
         } else if (c == 's' || c == 'd' || c == 'r' || c == 'i') {
           if (next >= vals.size()) return Err(e.line, "not enough arguments for format string");
           const Value& x = vals[next++];
-          r += c == 'r' ? PyRepr(x) : (c == 's' ? PyStr(x) : std::to_string(x.is_number() ? x.get<int64_t>() : 0));
+          r += c == 'r' ? PyRepr(x)
+                        : (c == 's' ? PyStr(x) : std::to_string(x.is_number() ? x.get<int64_t>() : 0));
         } else {
           return Err(e.line, std::string("unsupported format character '") + c + "'");
         }

@@ -86,7 +86,7 @@ Expected<std::unique_ptr<Tokenizer>> LoadFolder(const std::string& dir) {
                          : true;
       bool add_eos = cfg.is_object() && cfg.value("add_eos_token", json()).is_boolean() &&
                      cfg["add_eos_token"].get<bool>();
-      return LoadSentencePieceTokenizer(p, add_bos, add_eos);
+      return LoadSentencePieceTokenizer(p, add_bos, add_eos, /*special_text=*/true);
     }
     return finish(tok::SpecFromTiktoken(p, config_specials));
   }

@@ -10,6 +10,7 @@
 #include "format/gguf.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/jinja.h"
+#include "tokenizer/sentencepiece_tokenizer.h"
 #include "tokenizer/text_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -204,13 +205,33 @@ TEST(TokenizerEngineDir, SaveAndLoadRoundTrip) {
   }
 }
 
+// Control pieces written in the text are tokens (HF slow-tokenizer behaviour), not characters.
+TEST(TokenizerSentencePiece, ControlPiecesInText) {
+  const std::string p = SharedPath("tokenizers/mistral-instruct-v0.3/tokenizer.model");
+  if (!Exists(p)) GTEST_SKIP() << "fixture missing: " << p;
+  auto t = LoadSentencePieceTokenizer(p, true, false, /*special_text=*/true);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  auto ids = (*t)->Encode("<s>[INST] Hello[/INST]", false);
+  ASSERT_GE(ids.size(), 4u);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(ids[1], 3);
+  EXPECT_EQ(ids.back(), 4);
+  EXPECT_EQ((*t)->Decode(ids), "<s>[INST] Hello[/INST]");
+  EXPECT_NE((*t)->Decode(ids, true).find("Hello"), std::string::npos);
+  // libsentencepiece's own semantics (a lone .model file) spell control pieces out.
+  auto plain = LoadTokenizer(p);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_NE((*plain)->Encode("<s>", false).front(), 1);
+}
+
 // A GGUF's tokenizer.chat_template travels with tokenizer.gguf.json into an engine dir.
 TEST(ChatTemplateGguf, TemplateFromGgufMetadata) {
   const std::string gguf = SharedPath("models/stories260K/stories260K.gguf");
   if (!Exists(gguf)) GTEST_SKIP() << "fixture missing: " << gguf;
   auto md = ReadGgufMetadata(gguf);
   ASSERT_TRUE(md.ok()) << md.status().message();
-  (*md)["tokenizer.chat_template"] = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
+  (*md)["tokenizer.chat_template"] =
+      "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
   const std::string dir = TempDir("gguf_chat");
   ASSERT_TRUE(SaveGgufTokenizerJson(*md, dir).ok());
   auto ct = ChatTemplate::Load(dir);
@@ -273,7 +294,8 @@ TEST(ChatTemplateJinja, Basics) {
                       "{{ greet('Bob') }}{{ greet('Al', punct='?') }}"),
             "Hi Bob!Hi Al?");
   EXPECT_EQ(RenderStr("{% set x %}a{{ 1 + 1 }}b{% endset %}[{{ x }}]"), "[a2b]");
-  EXPECT_EQ(RenderStr("{{ '\\u2581x\\x41' }}|{{ '%s-%d' % ['a', 3] }}|{{ 'v=%s' % 'q' }}"), "\u2581xA|a-3|v=q");
+  EXPECT_EQ(RenderStr("{{ '\\u2581x\\x41' }}|{{ '%s-%d' % ['a', 3] }}|{{ 'v=%s' % 'q' }}"),
+            "\u2581xA|a-3|v=q");
   EXPECT_EQ(RenderStr("{{ strftime_now('%d %b %Y') }}", nlohmann::json::array(),
                       ChatTemplateOptions{.now = 1795608000}),
             "25 Nov 2026");
