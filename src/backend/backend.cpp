@@ -2,6 +2,10 @@
 
 namespace kiln {
 
+Expected<double> Backend::MeasureCopyBandwidth(size_t) {
+  return Unsupported(name() + ": copy bandwidth measurement is not implemented");
+}
+
 Expected<DeviceBuffer> AllocBuffer(Backend& b, size_t bytes) {
   KILN_ASSIGN_OR_RETURN(void* p, b.Alloc(bytes));
   return DeviceBuffer(&b, p, bytes);

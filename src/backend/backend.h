@@ -124,6 +124,11 @@ class Backend {
   virtual void MoeExperts(Tensor out, const Tensor& x, const std::vector<Weight>& gate_up,
                           const std::vector<Weight>& down, const Tensor& ids, const Tensor& weights,
                           Activation act);
+
+  // ---- measurement (benchmarks) ----
+  // Copy bandwidth of this device in GB/s, counting bytes read plus bytes written, over
+  // buffers of `bytes` each (median of several timed copies after warm-up).
+  virtual Expected<double> MeasureCopyBandwidth(size_t bytes);
 };
 
 // CPU reference backend (OpenMP).
