@@ -146,7 +146,9 @@ void SetupChatTemplate(CLI::App& app) {
   auto* cmd = app.add_subcommand("chat-template", "Render a chat with the tokenizer's chat template");
   cmd->add_option("--tokenizer", args->tokenizer, "Tokenizer folder, tokenizer_config.json or .jinja")
       ->required();
-  cmd->add_option("--messages", args->messages, "JSON file: [{\"role\":..., \"content\":...}, ...]")
+  cmd->add_option(
+         "--messages", args->messages,
+         "JSON file: [{\"role\":..., \"content\":...}, ...] or {\"messages\": [...], \"tools\": ...}")
       ->required();
   cmd->add_option("--template-name", args->template_name, "Pick a named template (default: \"default\")");
   cmd->add_flag("--no-generation-prompt", args->no_generation_prompt, "Do not open an assistant turn");
@@ -155,9 +157,15 @@ void SetupChatTemplate(CLI::App& app) {
     auto ct = ValueOrFail(ChatTemplate::Load(args->tokenizer, args->template_name));
     auto msgs = nlohmann::ordered_json::parse(ReadFileOrFail(args->messages, "--messages"), nullptr, false);
     if (msgs.is_discarded()) Fail("--messages: " + args->messages + " is not valid JSON");
-    if (msgs.is_object() && msgs.contains("messages")) msgs = msgs["messages"];
     ChatTemplateOptions opt;
     opt.add_generation_prompt = !args->no_generation_prompt;
+    // {"messages": [...], "tools": [...], ...}: the other keys become template variables.
+    if (msgs.is_object() && msgs.contains("messages")) {
+      for (auto it = msgs.begin(); it != msgs.end(); ++it)
+        if (it.key() != "messages") opt.extra[it.key()] = it.value();
+      nlohmann::ordered_json m = msgs["messages"];
+      msgs = std::move(m);
+    }
     std::string text = ValueOrFail(ct.Render(msgs, opt));
     if (args->ids) {
       auto tok = ValueOrFail(LoadTokenizer(args->tokenizer));
