@@ -170,7 +170,9 @@ class ExecutorImpl final : public Executor {
   std::unordered_map<uint64_t, std::unique_ptr<RequestState>> active_;
   ExecutorMetrics counters_;  // cumulative counters, copied into metrics_ each step
   uint64_t arrival_ = 0;
-  std::vector<float> logits_;          // [n_logits, vocab] host copy of this step's logits
+  std::vector<float> logits_;        // [n_logits, vocab] host copy of this step's logits (f32 models)
+  std::vector<uint8_t> raw_logits_;  // [n_logits, vocab] in logits_dtype_ (bf16/f16 models)
+  DType logits_dtype_ = DType::kF32;
   std::vector<SequenceChunk> chunks_;  // this step's packing
 };
 
@@ -451,8 +453,16 @@ void ExecutorImpl::RunStep() {
     KILN_ASSIGN_OR_RETURN(StepInputs in, steps_.Build(chunks_, bm_->block_size()));
     KILN_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(in, kv_->layers()));
     if (in.n_logits > 0) {
-      logits_.resize(static_cast<size_t>(in.n_logits) * vocab_);
-      KILN_RETURN_IF_ERROR(backend_->CopyToHostF32(logits_.data(), logits));
+      logits_dtype_ = logits.dtype;
+      if (logits.dtype == DType::kF32) {
+        logits_.resize(static_cast<size_t>(in.n_logits) * vocab_);
+        KILN_RETURN_IF_ERROR(backend_->CopyToHostF32(logits_.data(), logits));
+      } else {
+        // bf16/f16: copy the raw rows (half the bytes) and convert each row where it is
+        // sampled, in parallel, instead of one serial conversion of the whole block.
+        raw_logits_.resize(logits.nbytes());
+        KILN_RETURN_IF_ERROR(backend_->CopyToHost(raw_logits_.data(), logits.data, logits.nbytes()));
+      }
     }
     return Status::Ok();
   }();
@@ -475,7 +485,18 @@ void ExecutorImpl::SampleRows(const std::vector<RequestState*>& rows) {
 #pragma omp parallel for schedule(dynamic) if (n > 1 && static_cast <size_t>(n) * V >= (size_t{1} << 20))
   for (int r = 0; r < n; ++r) {
     RequestState& st = *rows[r];
-    std::span<float> logits(logits_.data() + static_cast<size_t>(r) * V, V);
+    thread_local std::vector<float> row;
+    std::span<float> logits;
+    if (logits_dtype_ == DType::kF32) {
+      logits = std::span<float>(logits_.data() + static_cast<size_t>(r) * V, V);
+    } else {
+      row.resize(V);
+      const size_t row_bytes = DTypeBytes(logits_dtype_, static_cast<int64_t>(V));
+      Status cs = ConvertElements(raw_logits_.data() + static_cast<size_t>(r) * row_bytes, logits_dtype_,
+                                  row.data(), DType::kF32, static_cast<int64_t>(V));
+      if (!cs.ok()) std::fill(row.begin(), row.end(), 0.0f);  // unreachable for float dtypes
+      logits = std::span<float>(row);
+    }
     // Log-probabilities of the raw logits, before penalties and temperature.
     thread_local std::vector<float> lp;
     const bool want_lp = st.req.return_logprob || st.req.logprobs > 0;
