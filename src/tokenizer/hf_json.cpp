@@ -8,6 +8,7 @@ namespace kiln::tok {
 namespace {
 
 using nlohmann::json;
+constexpr int kMaxNesting = 32;  // Sequence-in-Sequence depth; real files use 1 or 2
 
 std::string Str(const json& j, const char* key, const std::string& dflt = "") {
   auto it = j.find(key);
@@ -38,14 +39,15 @@ Status ParsePattern(const json& p, const std::string& where, std::string* litera
   return Corrupt(where + ": pattern must be {\"String\": ...} or {\"Regex\": ...}");
 }
 
-Status ParseNormalizer(const json& j, const std::string& src, std::vector<NormalizerOp>* out) {
+Status ParseNormalizer(const json& j, const std::string& src, std::vector<NormalizerOp>* out, int depth = 0) {
+  if (depth > kMaxNesting) return Corrupt(src + ": normalizer Sequence nested too deeply");
   if (j.is_null()) return {};
   if (!j.is_object()) return Corrupt(src + ": normalizer must be an object");
   const std::string type = Str(j, "type");
   const std::string where = src + ": normalizer " + type;
   if (type == "Sequence") {
     for (const json& n : j.value("normalizers", json::array()))
-      KILN_RETURN_IF_ERROR(ParseNormalizer(n, src, out));
+      KILN_RETURN_IF_ERROR(ParseNormalizer(n, src, out, depth + 1));
     return {};
   }
   NormalizerOp op{};
@@ -86,14 +88,15 @@ Expected<PreTokOp::Prepend> ParsePrependScheme(const json& j) {
   return Bool(j, "add_prefix_space", true) ? PreTokOp::kAlways : PreTokOp::kNever;
 }
 
-Status ParsePreTokenizer(const json& j, const std::string& src, std::vector<PreTokOp>* out) {
+Status ParsePreTokenizer(const json& j, const std::string& src, std::vector<PreTokOp>* out, int depth = 0) {
+  if (depth > kMaxNesting) return Corrupt(src + ": pre_tokenizer Sequence nested too deeply");
   if (j.is_null()) return {};
   if (!j.is_object()) return Corrupt(src + ": pre_tokenizer must be an object");
   const std::string type = Str(j, "type");
   const std::string where = src + ": pre_tokenizer " + type;
   if (type == "Sequence") {
     for (const json& n : j.value("pretokenizers", json::array()))
-      KILN_RETURN_IF_ERROR(ParsePreTokenizer(n, src, out));
+      KILN_RETURN_IF_ERROR(ParsePreTokenizer(n, src, out, depth + 1));
     return {};
   }
   PreTokOp op{};
@@ -146,13 +149,15 @@ Status ParsePreTokenizer(const json& j, const std::string& src, std::vector<PreT
   return {};
 }
 
-Status ParseDecoder(const json& j, const std::string& src, std::vector<DecoderOp>* out) {
+Status ParseDecoder(const json& j, const std::string& src, std::vector<DecoderOp>* out, int depth = 0) {
+  if (depth > kMaxNesting) return Corrupt(src + ": decoder Sequence nested too deeply");
   if (j.is_null()) return {};
   if (!j.is_object()) return Corrupt(src + ": decoder must be an object");
   const std::string type = Str(j, "type");
   const std::string where = src + ": decoder " + type;
   if (type == "Sequence") {
-    for (const json& n : j.value("decoders", json::array())) KILN_RETURN_IF_ERROR(ParseDecoder(n, src, out));
+    for (const json& n : j.value("decoders", json::array()))
+      KILN_RETURN_IF_ERROR(ParseDecoder(n, src, out, depth + 1));
     return {};
   }
   DecoderOp op{};
@@ -187,13 +192,14 @@ Status ParseDecoder(const json& j, const std::string& src, std::vector<DecoderOp
 }
 
 // Resolves a post-processor into the ids added before/after the text.
-Status ParsePostProcessor(const json& j, const std::string& src, PipelineSpec* spec) {
+Status ParsePostProcessor(const json& j, const std::string& src, PipelineSpec* spec, int depth = 0) {
+  if (depth > kMaxNesting) return Corrupt(src + ": post_processor Sequence nested too deeply");
   if (j.is_null()) return {};
   const std::string type = Str(j, "type");
   const std::string where = src + ": post_processor " + type;
   if (type == "Sequence") {
     for (const json& n : j.value("processors", json::array()))
-      KILN_RETURN_IF_ERROR(ParsePostProcessor(n, src, spec));
+      KILN_RETURN_IF_ERROR(ParsePostProcessor(n, src, spec, depth + 1));
     return {};
   }
   if (type == "ByteLevel") return {};
@@ -240,7 +246,9 @@ Status ParseBpeModel(const json& m, const std::string& src, BpeModel* model) {
     if (!it.value().is_number_integer())
       return Corrupt(src + ": model.vocab['" + it.key() + "'] is not an id");
     int64_t id = it.value().get<int64_t>();
-    if (id < 0 || id > (1 << 24)) return Corrupt(src + ": model.vocab['" + it.key() + "'] id out of range");
+    // Ids may leave holes, but not so many that a hostile file makes us allocate gigabytes.
+    if (id < 0 || id > static_cast<int64_t>(2 * vocab.size() + 1024))
+      return Corrupt(src + ": model.vocab['" + it.key() + "'] id " + std::to_string(id) + " out of range");
     if (static_cast<size_t>(id) >= model->pieces.size()) model->pieces.resize(id + 1);
     model->pieces[id] = it.key();
     model->vocab.emplace(it.key(), static_cast<int32_t>(id));

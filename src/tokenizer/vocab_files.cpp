@@ -1,4 +1,5 @@
 // PipelineSpecs from vocab.json + merges.txt, tiktoken rank files and GGUF tokenizer metadata.
+#include <algorithm>
 #include <sstream>
 
 #include "tokenizer/hf_loaders.h"
@@ -100,6 +101,7 @@ Expected<PipelineSpec> SpecFromTiktoken(const std::string& path, bool have_confi
   std::istringstream ss(text);
   std::string line;
   int lineno = 0;
+  const long max_rank = 2 * static_cast<long>(std::count(text.begin(), text.end(), '\n')) + 1024;
   while (std::getline(ss, line)) {
     ++lineno;
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -114,7 +116,7 @@ Expected<PipelineSpec> SpecFromTiktoken(const std::string& path, bool have_confi
         rank = -1;
       }
     }
-    if (sp == std::string::npos || rank < 0 || rank > (1 << 24) || !Base64Decode(line.substr(0, sp), &bytes))
+    if (sp == std::string::npos || rank < 0 || rank > max_rank || !Base64Decode(line.substr(0, sp), &bytes))
       return Corrupt(path + ":" + std::to_string(lineno) + ": expected '<base64> <rank>'");
     std::string piece = BytesToByteLevel(bytes);
     if (static_cast<size_t>(rank) >= m.pieces.size()) {
