@@ -103,7 +103,7 @@ TEST_P(ExecutorEquality, ShuffledBlocksGiveIdenticalOutputs) {
 TEST_P(ExecutorEquality, TinyKvBudgetPreemptsAndCompletes) {
   const Case c = GetParam();
   const std::string& dir = EngineDir(c.engine);
-  auto reqs = RandomRequests(24, c.vocab, 30, 24, 17);
+  auto reqs = RandomRequests(16, c.vocab, 24, 16, 17);
   for (auto& r : reqs) r.ignore_eos = true;
   auto ref = Reference(dir, reqs);
   for (const char* policy : {"max_utilization", "guaranteed_no_evict"}) {
@@ -112,15 +112,15 @@ TEST_P(ExecutorEquality, TinyKvBudgetPreemptsAndCompletes) {
     o.block_size = 4;
     o.max_num_tokens = 48;
     o.scheduler_policy = policy;
-    // Room for 16 blocks (64 positions): about two requests at a time.
+    // Room for 12 blocks (48 positions): one or two requests at a time (each needs <= 10).
     auto probe = MakeExecutor(dir, o);
     ASSERT_TRUE(probe);
     const size_t per_block = probe->memory_plan().kv_cache / probe->memory_plan().kv_blocks;
     probe.reset();
-    o.kv_cache_bytes = static_cast<int64_t>(per_block * 16);
+    o.kv_cache_bytes = static_cast<int64_t>(per_block * 12);
     auto ex = MakeExecutor(dir, o);
     ASSERT_TRUE(ex);
-    EXPECT_EQ(ex->memory_plan().kv_blocks, 16);
+    EXPECT_EQ(ex->memory_plan().kv_blocks, 12);
     auto got = RunAll(*ex, reqs);
     ExpectSame(ref, got, false);
     const ExecutorMetrics m = ex->Metrics();
