@@ -307,7 +307,11 @@ class Evaluator {
       if (!r.ok()) return Err(e.line, r.status().message());
       return Value(op == "in" ? *r : !*r);
     }
-    if (op == "~") return Value(PyStr(a) + PyStr(b));
+    if (op == "~") {
+      std::string r = PyStr(a) + PyStr(b);
+      if (r.size() > opt_.limits.max_output_bytes) return Err(e.line, "string too long");
+      return Value(std::move(r));
+    }
     if (op == "<" || op == ">" || op == "<=" || op == ">=") {
       int c;
       if (a.is_number() && b.is_number()) {
@@ -331,6 +335,7 @@ class Evaluator {
         return Value(a.get<std::string>() + b.get<std::string>());
       }
       if (a.is_array() && b.is_array()) {
+        if (a.size() + b.size() > opt_.limits.max_output_bytes / 8) return Err(e.line, "list too long");
         Value r = a;
         for (const Value& x : b) r.push_back(x);
         return r;

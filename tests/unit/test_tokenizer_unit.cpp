@@ -330,6 +330,14 @@ TEST(ChatTemplateJinja, ErrorsAndLimits) {
   EXPECT_NE(RenderStr("{% for i in range(50) %}xxxxxxxxxx{% endfor %}", nlohmann::json::array(), small)
                 .find("output"),
             std::string::npos);
+  EXPECT_NE(RenderStr("{% set ns = namespace(x=[1]) %}{% for i in range(64) %}{% set ns.x = ns.x + ns.x %}"
+                      "{% endfor %}{{ ns.x | length }}")
+                .find("too long"),
+            std::string::npos);
+  EXPECT_NE(RenderStr("{% set ns = namespace(x='ab') %}{% for i in range(64) %}{% set ns.x = ns.x ~ ns.x %}"
+                      "{% endfor %}{{ ns.x | length }}")
+                .find("too long"),
+            std::string::npos);
   // Garbage templates never crash.
   std::mt19937 rng(7);
   const std::string alphabet = "{}%#-+|.()[]'\"abc ifendfor set=~!<>,:0123456789\n";
