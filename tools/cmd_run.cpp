@@ -1,10 +1,12 @@
 // kiln run (one generation) and kiln chat (interactive, multi-turn, streaming).
 #include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "command.h"
 #include "engine_flags.h"
+#include "tokenizer/chat_template.h"
 
 namespace kiln::cli {
 namespace {
@@ -90,40 +92,66 @@ struct ChatArgs {
   std::string system;
 };
 
+// Streams one reply; returns its text (empty on error, which is reported).
+std::string Reply(Engine& engine, const std::vector<int32_t>& prompt, const GenerateOptions& opts,
+                  std::vector<int32_t>* tokens) {
+  auto r = engine.Generate(prompt, opts, [](int32_t, std::string_view d) {
+    std::fwrite(d.data(), 1, d.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  });
+  std::printf("\n");
+  std::fflush(stdout);
+  if (!r.ok()) {
+    std::fprintf(stderr, "kiln chat: %s\n", r.status().message().c_str());
+    return {};
+  }
+  if (tokens) *tokens = r->tokens;
+  return r->text;
+}
+
 void Chat(const ChatArgs& a) {
   auto engine = OpenEngineOrFail(a.engine);
   if (!engine->has_tokenizer()) Fail("chat: this engine has no tokenizer");
   GenerateOptions opts;
   opts.sampling = a.sampling.Resolve();
   opts.max_tokens = a.max_tokens;
+  // With a chat template the conversation is re-rendered each turn; without one, turns are
+  // plain text lines appended to one running token sequence.
+  auto tmpl = ChatTemplate::Load(a.engine.engine_dir);
+  nlohmann::json messages = nlohmann::json::array();
+  if (!a.system.empty()) messages.push_back({{"role", "system"}, {"content", a.system}});
   std::vector<int32_t> history;
-  if (!a.system.empty()) history = ValueOrFail(engine->Encode(a.system + "\n", true));
-  std::fprintf(stderr, "kiln chat on %s: type a message, Ctrl-D to quit.\n", engine->device_name().c_str());
+  if (!tmpl.ok() && !a.system.empty()) history = ValueOrFail(engine->Encode(a.system + "\n", true));
+  std::fprintf(stderr, "kiln chat on %s (%s): type a message, Ctrl-D to quit.\n", engine->device_name().c_str(),
+               tmpl.ok() ? "chat template" : "plain text");
   std::string line;
-  int turn = 0;
   while (true) {
     std::fprintf(stderr, "> ");
     if (!std::getline(std::cin, line)) break;
     if (line.empty()) continue;
+    if (tmpl.ok()) {
+      messages.push_back({{"role", "user"}, {"content", line}});
+      auto text = tmpl->Render(messages);
+      if (!text.ok()) {
+        std::fprintf(stderr, "kiln chat: %s\n", text.status().message().c_str());
+        messages.erase(messages.end() - 1);
+        continue;
+      }
+      auto ids = ValueOrFail(engine->Encode(*text, false));
+      std::string reply = Reply(*engine, ids, opts, nullptr);
+      messages.push_back({{"role", "assistant"}, {"content", reply}});
+      continue;
+    }
     auto ids = ValueOrFail(engine->Encode(line + "\n", history.empty()));
     history.insert(history.end(), ids.begin(), ids.end());
     if (static_cast<int64_t>(history.size()) + 1 >= engine->max_seq_len()) {
       std::fprintf(stderr, "kiln chat: the conversation reached max_seq_len; starting over\n");
       history = ValueOrFail(engine->Encode(line + "\n", true));
     }
-    auto r = engine->Generate(history, opts, [](int32_t, std::string_view d) {
-      std::fwrite(d.data(), 1, d.size(), stdout);
-      std::fflush(stdout);
-      return true;
-    });
-    if (!r.ok()) {
-      std::fprintf(stderr, "\nkiln chat: %s\n", r.status().message().c_str());
-      continue;
-    }
-    history.insert(history.end(), r->tokens.begin(), r->tokens.end());
-    std::printf("\n");
-    std::fflush(stdout);
-    ++turn;
+    std::vector<int32_t> out;
+    Reply(*engine, history, opts, &out);
+    history.insert(history.end(), out.begin(), out.end());
   }
   std::fprintf(stderr, "\n");
 }

@@ -142,3 +142,20 @@ TEST_F(SeededSampling, TopKOneIsGreedy) {
 
 }  // namespace
 }  // namespace kiln::test
+
+namespace kiln::test {
+namespace {
+
+TEST_F(SeededSampling, ChatAnswersEveryTurn) {
+  auto r = RunKiln({"chat", "--engine", (*dir_) / "e", "--temperature", "0", "--max-tokens", "12", "--device", "cpu"},
+                   "Once upon a time\nThe dog\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Two replies, each streamed and ended by a newline; the prompt marker went to stderr.
+  size_t lines = 0;
+  for (char c : r.out) lines += c == '\n';
+  EXPECT_GE(lines, 2u) << r.out;
+  EXPECT_NE(r.err.find("kiln chat"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln::test
