@@ -104,6 +104,7 @@ void AddThroughputFlags(CLI::App* cmd, ThroughputArgs* a) {
   cmd->add_option("--block-size", e.block_size, "KV cache block size in tokens");
   cmd->add_option("--enable-prefix-caching", e.enable_prefix_caching, "share KV of common prompt prefixes");
   cmd->add_option("--scheduler-policy", e.scheduler_policy, "max_utilization or guaranteed_no_evict");
+  cmd->add_option("--schedule-order", e.schedule_order, "fcfs or priority");
   cmd->add_option("--enable-chunked-prefill", e.enable_chunked_prefill, "split long prompts across steps");
 }
 

@@ -42,12 +42,17 @@ inline const std::string& EngineDir(const std::string& name) {
   if (it != built.end()) return it->second;
   BuildOptions o;
   o.out = (root / name).string();
-  if (name == "stories") {
+  std::string base = name;
+  if (base.size() > 5 && base.substr(base.size() - 5) == ".bf16") {  // "<name>.bf16": a bf16 engine
+    base.resize(base.size() - 5);
+    o.dtype = "bf16";
+  }
+  if (base == "stories") {
     o.checkpoint = SharedDir() + "/fixtures/stories260K-hf";
     o.tokenizer = SharedDir() + "/models/stories260K/tok512.model";
   } else {
-    o.checkpoint = SharedDir() + "/fixtures/hf-tiny/" + name;
-    o.dtype = "f32";
+    o.checkpoint = SharedDir() + "/fixtures/hf-tiny/" + base;
+    if (o.dtype == "auto") o.dtype = "f32";
   }
   Status s = BuildEngine(o);
   EXPECT_TRUE(s.ok()) << s.message();
@@ -130,8 +135,9 @@ inline std::vector<Result> RunAll(Executor& ex, const std::vector<Request>& reqs
   return std::move(c.results());
 }
 
-inline std::unique_ptr<Executor> MakeExecutor(const std::string& dir, ExecutorOptions o) {
-  o.device = "cpu";
+inline std::unique_ptr<Executor> MakeExecutor(const std::string& dir, ExecutorOptions o,
+                                              const std::string& device = "cpu") {
+  o.device = device;
   auto ex = Executor::Create(dir, o);
   EXPECT_TRUE(ex.ok()) << ex.status().message();
   return ex.ok() ? std::move(ex).value() : nullptr;
