@@ -28,7 +28,7 @@ for c in $cases; do
   if [[ $quick == 1 ]]; then n=$(( osl >= 2048 ? 50 : 200 )); fi
   json="$out/throughput_${isl}_${osl}.json"
   echo "== ISL $isl / OSL $osl, $n requests"
-  "$kiln" bench-throughput --engine "$engine" --device "${DEVICE:-cuda}" --isl "$isl" --osl "$osl" --num-requests "$n" \
+  "$kiln" bench --mode throughput --engine "$engine" --device "${DEVICE:-cuda}" --isl "$isl" --osl "$osl" --num-requests "$n" \
     --max-seq-len "${MAX_SEQ_LEN:-4096}" --json "$@" > "$json" 2> "$out/throughput_${isl}_${osl}.log"
   rc=$?
   tail -3 "$out/throughput_${isl}_${osl}.log"
