@@ -1,7 +1,9 @@
 // Renders a parsed template: scopes (loop bodies get their own, like Jinja), namespace()
 // attribute assignment, loop controls, and the render limits.
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <ctime>
 
 #include "tokenizer/jinja.h"
@@ -344,17 +346,24 @@ class Evaluator {
     if (a.is_number() && b.is_number()) {
       const bool ints = a.is_number_integer() && b.is_number_integer();
       const double x = a.get<double>(), y = b.get<double>();
-      if (op == "+") return ints ? Value(a.get<int64_t>() + b.get<int64_t>()) : Value(x + y);
-      if (op == "-") return ints ? Value(a.get<int64_t>() - b.get<int64_t>()) : Value(x - y);
-      if (op == "*") return ints ? Value(a.get<int64_t>() * b.get<int64_t>()) : Value(x * y);
-      if (op == "**")
-        return ints && y >= 0 ? Value(static_cast<int64_t>(std::pow(x, y))) : Value(std::pow(x, y));
+      int64_t r = 0;  // integer results that overflow int64 fall back to float
+      const int64_t ia = ints ? a.get<int64_t>() : 0, ib = ints ? b.get<int64_t>() : 0;
+      if (op == "+") return ints && !__builtin_add_overflow(ia, ib, &r) ? Value(r) : Value(x + y);
+      if (op == "-") return ints && !__builtin_sub_overflow(ia, ib, &r) ? Value(r) : Value(x - y);
+      if (op == "*") return ints && !__builtin_mul_overflow(ia, ib, &r) ? Value(r) : Value(x * y);
+      if (op == "**") {
+        double p = std::pow(x, y);
+        return ints && y >= 0 && std::fabs(p) < 9e18 ? Value(static_cast<int64_t>(p)) : Value(p);
+      }
       if (y == 0 && (op == "/" || op == "//" || op == "%")) return Err(e.line, "division by zero");
       if (op == "/") return Value(x / y);
-      if (op == "//") return ints ? Value(static_cast<int64_t>(std::floor(x / y))) : Value(std::floor(x / y));
+      if (op == "//")
+        return ints && std::fabs(x / y) < 9e18 ? Value(static_cast<int64_t>(std::floor(x / y)))
+                                               : Value(std::floor(x / y));
       if (op == "%") {
+        if (ints && ib == -1) return Value(int64_t{0});  // and INT64_MIN % -1 would overflow
         if (ints) {
-          int64_t m = a.get<int64_t>() % b.get<int64_t>();
+          int64_t m = ia % ib;
           if (m != 0 && ((m < 0) != (b.get<int64_t>() < 0))) m += b.get<int64_t>();
           return Value(m);
         }
@@ -537,7 +546,8 @@ class Evaluator {
         if (e.name == "not") return Value(!Truthy(v));
         if (!v.is_number()) return Err(e.line, "bad operand for unary " + e.name);
         if (e.name == "+") return v;
-        return v.is_number_integer() ? Value(-v.get<int64_t>()) : Value(-v.get<double>());
+        if (v.is_number_integer() && v.get<int64_t>() != INT64_MIN) return Value(-v.get<int64_t>());
+        return Value(-v.get<double>());
       }
       case Expr::kBinary:
         return Binary(e);

@@ -338,6 +338,8 @@ TEST(ChatTemplateJinja, ErrorsAndLimits) {
                       "{% endfor %}{{ ns.x | length }}")
                 .find("too long"),
             std::string::npos);
+  EXPECT_EQ(RenderStr("{{ 9223372036854775807 + 1 }}|{{ 10 ** 30 }}|{{ -7 // 2 }}|{{ -7 % 3 }}|{{ 7 % -1 }}"),
+            "9.223372036854776e+18|1e+30|-4|2|0");
   // Garbage templates never crash.
   std::mt19937 rng(7);
   const std::string alphabet = "{}%#-+|.()[]'\"abc ifendfor set=~!<>,:0123456789\n";
