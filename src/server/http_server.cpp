@@ -10,6 +10,7 @@
 #include "server/server.h"
 #include "server/server_context.h"
 #include "server/server_log.h"
+#include "server/thread_pool.h"
 
 namespace kiln::server {
 
@@ -99,11 +100,14 @@ void HttpServer::Impl::Setup() {
   // Streams hold their thread for their whole life: one thread per admitted request, plus spares
   // so that /health, /metrics and rejections still answer when every slot is busy.
   const size_t threads = static_cast<size_t>(o.max_concurrent_requests) + 16;
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.new_task_queue = [threads] { return new LifoThreadPool(threads); };
   svr.set_payload_max_length(o.max_body_bytes);
   svr.set_read_timeout(30, 0);
   svr.set_write_timeout(30, 0);
   svr.set_keep_alive_timeout(5);
+  // Headers, body and every SSE chunk are separate small writes: without TCP_NODELAY, Nagle
+  // holds each one back for the client's delayed ACK (~40 ms a response or token).
+  svr.set_tcp_nodelay(true);
 
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     t_request_start = std::chrono::steady_clock::now();

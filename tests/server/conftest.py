@@ -127,3 +127,8 @@ def scrape(url: str) -> dict:
             key, _, value = line.rpartition(" ")
             out[key] = float(value)
     return out
+
+
+def metric(m: dict, name: str) -> float:
+    """Sum of every series of metric `name` (any labels)."""
+    return sum(v for k, v in m.items() if k == name or k.startswith(name + "{"))

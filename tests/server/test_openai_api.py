@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from conftest import MODEL_NAME, Server, scrape
+from conftest import MODEL_NAME, Server, metric, scrape
 
 openai = pytest.importorskip("openai")
 
@@ -209,9 +209,9 @@ def test_disconnect_cancels(server):
             break
         time.sleep(0.1)
     assert m.get(key, 0) == before.get(key, 0) + 1
-    assert m["kiln_executor_requests_cancelled_total"] >= before["kiln_executor_requests_cancelled_total"] + 1
-    assert m["kiln_num_requests_running"] == 0
-    gen = m["kiln_generation_tokens_total"] - before["kiln_generation_tokens_total"]
+    assert metric(m, "kiln_executor_requests_cancelled_total") >= metric(before, "kiln_executor_requests_cancelled_total") + 1
+    assert metric(m, "kiln_num_requests_running") == 0
+    gen = metric(m, "kiln_generation_tokens_total") - metric(before, "kiln_generation_tokens_total")
     assert gen < 500
     assert requests.get(server.url + "/health", timeout=5).status_code == 200
 
