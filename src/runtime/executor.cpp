@@ -346,7 +346,17 @@ Expected<uint64_t> ExecutorImpl::Enqueue(Request r, RequestCallback on_event) {
 
 void ExecutorImpl::Emit(RequestState& st, RequestEvent& ev) {
   ev.request_id = st.seq.id;
-  if (st.cb) st.cb(ev);
+  if (!st.cb) return;
+  // A throwing callback must not take the step loop (and every other request) down with it.
+  try {
+    st.cb(ev);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: executor: callback of request %llu threw: %s\n",
+                 static_cast<unsigned long long>(st.seq.id), e.what());
+  } catch (...) {
+    std::fprintf(stderr, "kiln: executor: callback of request %llu threw\n",
+                 static_cast<unsigned long long>(st.seq.id));
+  }
 }
 
 void ExecutorImpl::Finish(RequestState& st, RequestEvent ev, const std::string& reason,
