@@ -4,6 +4,8 @@
 # bounded fuzzers, then prints one "N passed, N failed, N skipped" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Test processes run side by side on few cores: OpenMP threads must not spin while waiting.
+export OMP_WAIT_POLICY=passive
 bash scripts/install_deps.sh || exit 1
 bash scripts/build.sh || { echo "kiln: build failed"; echo "0 passed, 1 failed"; exit 1; }
 mkdir -p build/results

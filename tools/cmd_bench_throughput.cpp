@@ -218,20 +218,5 @@ int RunThroughputBench(const ThroughputArgs& a) {
   return 0;
 }
 
-namespace {
 
-void SetupBenchThroughput(CLI::App& app) {
-  auto* cmd = app.add_subcommand("bench-throughput",
-                                 "Offline throughput: fixed-length requests through the executor");
-  auto a = std::make_shared<ThroughputArgs>();
-  AddThroughputFlags(cmd, a.get());
-  cmd->callback([a] {
-    const int rc = RunThroughputBench(*a);
-    if (rc != 0) throw CLI::RuntimeError(rc);
-  });
-}
-
-KILN_REGISTER_COMMAND(SetupBenchThroughput);
-
-}  // namespace
 }  // namespace kiln::cli
