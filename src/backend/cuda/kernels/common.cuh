@@ -75,6 +75,28 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch /* [32] */) {
   return WarpSum(t);
 }
 
+// Programmatic dependent launch (sm_90): a kernel launched with LaunchPdl may be scheduled while
+// its predecessor in the stream is still running; it must call PdlWait() before touching memory
+// (waits for the predecessor's completion and memory flush). PdlTrigger() lets the next kernel
+// launch early. Both are no-ops for a kernel launched the ordinary way.
+__device__ __forceinline__ void PdlWait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void PdlTrigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+
+template <typename... KArgs, typename... Args>
+cudaError_t LaunchPdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
+
 inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Dispatch a runtime ElemType to a C++ type.

@@ -58,6 +58,8 @@ __device__ __forceinline__ int SeqOf(const int32_t* q_start, int n_seqs, int t) 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) SplitKernel(AttnArgs a, Plan plan, float* __restrict__ part_o,
                                                         float* __restrict__ part_ml) {
+  PdlWait();
+  PdlTrigger();
   constexpr int N = Vec16<T>::kN;
   extern __shared__ float smem[];
   const int hd = a.head_dim, hq = a.n_heads, hkv = a.n_kv_heads, G = hq / hkv;
@@ -232,6 +234,8 @@ __global__ void __launch_bounds__(kThreads) SplitKernel(AttnArgs a, Plan plan, f
 template <typename T>
 __global__ void CombineKernel(T* __restrict__ out, const float* __restrict__ part_o, const float* __restrict__ part_ml,
                               int splits, int hd) {
+  PdlWait();
+  PdlTrigger();
   const int64_t th = blockIdx.x;  // token * hq + head
   const float* ml = part_ml + th * splits * 2;
   float m = -FLT_MAX;
@@ -273,10 +277,10 @@ cudaError_t LaunchDecodeAttention(const AttnArgs& a, ElemType t, void* workspace
       cudaFuncSetAttribute(SplitKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024);
       configured = true;
     }
-    SplitKernel<T><<<grid, kThreads, smem, s>>>(a, p, part_o, part_ml);
+    LaunchPdl(SplitKernel<T>, grid, dim3(kThreads), smem, s, a, p, part_o, part_ml);
     if (p.splits > 1)
-      CombineKernel<T><<<a.n_tokens * a.n_heads, 128, 0, s>>>(static_cast<T*>(a.out), part_o, part_ml, p.splits,
-                                                              a.head_dim);
+      LaunchPdl(CombineKernel<T>, dim3(a.n_tokens * a.n_heads), dim3(128), 0, s, static_cast<T*>(a.out),
+                static_cast<const float*>(part_o), static_cast<const float*>(part_ml), p.splits, a.head_dim);
   });
   return cudaGetLastError();
 }

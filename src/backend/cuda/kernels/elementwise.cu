@@ -34,6 +34,8 @@ __global__ void GatedActKernel(T* __restrict__ out, const T* __restrict__ gu, in
 // 16-byte vectors: f % N == 0 and aligned pointers.
 template <typename T>
 __global__ void GatedActVecKernel(T* __restrict__ out, const T* __restrict__ gu, int64_t rows, int64_t f, Act act) {
+  PdlWait();
+  PdlTrigger();
   constexpr int N = Vec16<T>::kN;
   const int64_t fv = f / N;
   KILN_GRID_STRIDE(i, rows * fv) {
@@ -76,8 +78,8 @@ cudaError_t LaunchGatedAct(void* out, const void* gate_up, int64_t rows, int64_t
   const bool vec = f % n_vec == 0 && Aligned16(out) && Aligned16(gate_up);
   KILN_DISPATCH_FLOAT(t, T,
       if (vec) {
-        GatedActVecKernel<T><<<GridFor(rows * f / n_vec, 256), 256, 0, s>>>(static_cast<T*>(out),
-            static_cast<const T*>(gate_up), rows, f, act);
+        LaunchPdl(GatedActVecKernel<T>, dim3(GridFor(rows * f / n_vec, 256)), dim3(256), 0, s, static_cast<T*>(out),
+                  static_cast<const T*>(gate_up), rows, f, act);
       } else {
         GatedActKernel<T><<<GridFor(rows * f, 256), 256, 0, s>>>(static_cast<T*>(out),
             static_cast<const T*>(gate_up), rows, f, act);

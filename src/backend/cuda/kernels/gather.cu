@@ -8,6 +8,8 @@ namespace {
 template <typename T>
 __global__ void GatherKernel(T* __restrict__ out, const T* __restrict__ src, const int32_t* __restrict__ idx,
                              int64_t d, float scale, bool vec) {
+  PdlWait();
+  PdlTrigger();
   const int64_t r = blockIdx.x;
   const T* s = src + static_cast<int64_t>(idx[r]) * d;
   T* o = out + r * d;
@@ -35,8 +37,8 @@ cudaError_t LaunchGatherRows(void* out, const void* src, const int32_t* idx, int
   const bool vec = d % vec_elems == 0 && Aligned16(out) && Aligned16(src);
   const int threads = 128;
   KILN_DISPATCH_FLOAT(t, T,
-      GatherKernel<T><<<static_cast<unsigned>(n_rows), threads, 0, s>>>(static_cast<T*>(out),
-          static_cast<const T*>(src), idx, d, scale, vec));
+      LaunchPdl(GatherKernel<T>, dim3(static_cast<unsigned>(n_rows)), dim3(threads), 0, s, static_cast<T*>(out),
+                static_cast<const T*>(src), idx, d, scale, vec));
   return cudaGetLastError();
 }
 

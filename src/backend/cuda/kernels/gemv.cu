@@ -20,6 +20,8 @@ template <typename T, int MT, int R>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, const T* __restrict__ x,
                                                           const T* __restrict__ w, const float* __restrict__ bias,
                                                           int m, int64_t n, int64_t k, bool vec) {
+  PdlWait();
+  PdlTrigger();
   constexpr int N = Vec16<T>::kN;
   const int lane = threadIdx.x & 31;
   const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * R;
@@ -120,6 +122,8 @@ template <typename T, int NT, int RT>
 __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out, const T* __restrict__ x,
                                                              const T* __restrict__ w, const float* __restrict__ bias,
                                                              int m, int64_t n, int64_t k) {
+  PdlWait();
+  PdlTrigger();
   __shared__ float red[kWarps][RT][NT][16][8];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * 16 * RT;
@@ -206,13 +210,13 @@ void Launch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n,
             cudaStream_t s) {
   const int64_t rows_per_block = int64_t(kWarps) * R;
   const unsigned blocks = static_cast<unsigned>((n + rows_per_block - 1) / rows_per_block);
-  GemvKernel<T, MT, R><<<blocks, kWarps * 32, 0, s>>>(out, x, w, bias, m, n, k, vec);
+  LaunchPdl(GemvKernel<T, MT, R>, dim3(blocks), dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, vec);
 }
 
 template <typename T, int NT, int RT>
 void LaunchMma(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, cudaStream_t s) {
-  GemvMmaKernel<T, NT, RT><<<static_cast<unsigned>((n + 16 * RT - 1) / (16 * RT)), kWarps * 32, 0, s>>>(
-      out, x, w, bias, m, n, k);
+  LaunchPdl(GemvMmaKernel<T, NT, RT>, dim3(static_cast<unsigned>((n + 16 * RT - 1) / (16 * RT))), dim3(kWarps * 32), 0,
+            s, out, x, w, bias, m, n, k);
 }
 
 // Experiment knobs (bench A/B): KILN_GEMV_RT=1|2 row tiles per block on the tensor-core path;

@@ -9,6 +9,8 @@ namespace {
 template <typename T>
 __global__ void NormKernel(T* __restrict__ out, T* x, const T* __restrict__ delta, const float* __restrict__ w,
                            const float* __restrict__ b, int64_t cols, float eps, bool rms, bool unit_offset) {
+  PdlWait();
+  PdlTrigger();
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
   T* xr = x + r * cols;
@@ -56,6 +58,8 @@ __global__ void __launch_bounds__(kRegThreads) NormRegKernel(T* __restrict__ out
                                                              const float* __restrict__ w,
                                                              const float* __restrict__ b, int cols, float eps,
                                                              bool rms, bool unit_offset) {
+  PdlWait();
+  PdlTrigger();
   constexpr int N = Vec16<T>::kN;
   __shared__ float scratch[32];
   const int64_t r = blockIdx.x;
@@ -127,14 +131,15 @@ cudaError_t LaunchNorm(void* out, void* x, const void* delta, const float* w, co
       (!delta || Aligned16(delta))) {
     const int threads = nv >= kRegThreads ? kRegThreads : static_cast<int>((nv + 31) / 32 * 32);
     KILN_DISPATCH_FLOAT(t, T,
-        NormRegKernel<T><<<static_cast<unsigned>(rows), threads, 0, s>>>(static_cast<T*>(out), static_cast<T*>(x),
-            static_cast<const T*>(delta), w, b, static_cast<int>(cols), eps, rms, unit_offset));
+        LaunchPdl(NormRegKernel<T>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, s, static_cast<T*>(out),
+                  static_cast<T*>(x), static_cast<const T*>(delta), w, b, static_cast<int>(cols), eps, rms,
+                  unit_offset));
     return cudaGetLastError();
   }
   const int threads = cols >= 2048 ? 512 : (cols >= 512 ? 256 : 128);
   KILN_DISPATCH_FLOAT(t, T,
-      NormKernel<T><<<static_cast<unsigned>(rows), threads, 0, s>>>(static_cast<T*>(out), static_cast<T*>(x),
-          static_cast<const T*>(delta), w, b, cols, eps, rms, unit_offset));
+      LaunchPdl(NormKernel<T>, dim3(static_cast<unsigned>(rows)), dim3(threads), 0, s, static_cast<T*>(out),
+                static_cast<T*>(x), static_cast<const T*>(delta), w, b, cols, eps, rms, unit_offset));
   return cudaGetLastError();
 }
 

@@ -11,6 +11,8 @@ constexpr int kThreads = 128;
 // optional RMSNorm, rotate the first rotary_dim dims, store to qkv and (K, V) to the cache.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) RopeKvKernel(RopeKvArgs a) {
+  PdlWait();
+  PdlTrigger();
   extern __shared__ float smem[];
   const int hd = a.head_dim, half = a.rotary_dim / 2;
   float* cs = smem;                 // [half]
@@ -81,7 +83,7 @@ cudaError_t LaunchRopeWriteKv(const RopeKvArgs& a, ElemType t, cudaStream_t s) {
   const size_t smem = sizeof(float) * (static_cast<size_t>(a.rotary_dim / 2) * 2 +
                                        static_cast<size_t>(kThreads / 32) * a.head_dim);
   const dim3 grid(a.n_tokens, (a.n_heads + 2 * a.n_kv_heads + kThreads / 32 - 1) / (kThreads / 32));
-  KILN_DISPATCH_FLOAT(t, T, RopeKvKernel<T><<<grid, kThreads, smem, s>>>(a));
+  KILN_DISPATCH_FLOAT(t, T, LaunchPdl(RopeKvKernel<T>, grid, dim3(kThreads), smem, s, a));
   return cudaGetLastError();
 }
 
