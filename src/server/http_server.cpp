@@ -1,5 +1,7 @@
 // Routes, authentication, admission, error bodies and the access log of the HTTP server.
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <filesystem>
@@ -63,6 +65,7 @@ AccessInfo& ThreadAccessInfo() {
 namespace {
 thread_local std::chrono::steady_clock::time_point t_request_start;
 }  // namespace
+static void RaiseListenBacklog(int port);
 
 struct HttpServer::Impl {
   Impl(Executor& ex, const ServerOptions& opts, ProtocolLimits limits) : ctx(ex, opts, std::move(limits)) {}
@@ -105,6 +108,7 @@ void HttpServer::Impl::Setup() {
   svr.set_read_timeout(30, 0);
   svr.set_write_timeout(30, 0);
   svr.set_keep_alive_timeout(5);
+  svr.set_keep_alive_max_count(1000);
   // Headers, body and every SSE chunk are separate small writes: without TCP_NODELAY, Nagle
   // holds each one back for the client's delayed ACK (~40 ms a response or token).
   svr.set_tcp_nodelay(true);
@@ -229,7 +233,26 @@ Status HttpServer::Bind() {
       return IoError("serve: cannot bind " + o.host + ":" + std::to_string(o.port) + " (in use or not allowed)");
     s.bound_port = o.port;
   }
+  RaiseListenBacklog(s.bound_port);
   return Status::Ok();
+}
+
+// Debian's httplib listens with a backlog of 5 (compiled in): a burst of new connections (64
+// clients at once) overflows the accept queue and some get reset. Linux lets listen() be called
+// again on the listening socket to raise it; the socket is found by its port.
+static void RaiseListenBacklog(int port) {
+  for (int fd = 3; fd < 4096; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof(addr);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    int p = -1;
+    if (addr.ss_family == AF_INET) p = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    if (addr.ss_family == AF_INET6) p = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    if (p == port) listen(fd, SOMAXCONN);
+  }
 }
 
 int HttpServer::port() const { return impl_->bound_port; }
