@@ -76,11 +76,12 @@ if [[ $bench == 1 ]]; then
 fi
 
 if [[ $sweep == 1 ]]; then
-  for v in "KILN_GEMV_RT=2" "KILN_GEMV_M1_MMA=1" "KILN_GEMV_RT=2 KILN_GEMV_M1_MMA=1"; do
+  for v in ${SWEEP_VARIANTS:-"KILN_GEMV_RT=2" "KILN_GEMV_M1_MMA=1"}; do
     echo "== GEMV variant: $v"
     env $v .carry/kiln_bench_gemv >"$out/bench_gemv_${v// /_}.log" 2>&1
     grep -E '^[a-z_]+ [0-9]+->[0-9]+ +(1|8|16) ' "$out/bench_gemv_${v// /_}.log"
     grep -E '^  M=' "$out/bench_gemv_${v// /_}.log"
+    grep -A8 '^split-K' "$out/bench_gemv_${v// /_}.log"
   done
 fi
 
