@@ -41,8 +41,11 @@ def percentiles(xs: List[float], ps=(50, 90, 95, 99)) -> Dict[str, float]:
     return out
 
 
-def make_prompt(rng: random.Random, n_words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+def make_prompt(rng: random.Random, n: int, vocab: int = 0):
+    """n words of text, or (vocab > 0) n random token ids: exact lengths, and no tokenizer needed."""
+    if vocab > 0:
+        return [rng.randrange(100, vocab) for _ in range(n)]
+    return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
 def one_request(session: requests.Session, a, prompt, model: str) -> dict:
@@ -78,13 +81,15 @@ def one_request(session: requests.Session, a, prompt, model: str) -> dict:
                     continue
                 c = chunk["choices"][0]
                 piece = c.get("text") if "text" in c else (c.get("delta") or {}).get("content")
-                if piece:
-                    now = time.perf_counter()
-                    if ttft is None:
-                        ttft = now - t0
-                    else:
-                        itl.append(now - last)
-                    last = now
+                if "role" in (c.get("delta") or {}) or (c.get("finish_reason") and not piece):
+                    continue  # chat's opening chunk and a bare finish chunk carry no token
+                # kiln sends one chunk per generated token (its text may be empty)
+                now = time.perf_counter()
+                if ttft is None:
+                    ttft = now - t0
+                else:
+                    itl.append(now - last)
+                last = now
     except requests.RequestException as e:
         error = str(e)
     e2e = time.perf_counter() - t0
@@ -140,6 +145,8 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,2,4,8,16,32,64", help="comma-separated levels")
     ap.add_argument("--num-prompts", type=int, help="requests per level (default 4 x concurrency, >= 16)")
     ap.add_argument("--input-len", type=int, default=128, help="prompt length in words (about tokens)")
+    ap.add_argument("--token-ids", type=int, default=0, metavar="VOCAB",
+                    help="send prompts as random token ids below VOCAB (engines without a tokenizer)")
     ap.add_argument("--output-len", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--no-ignore-eos", dest="ignore_eos", action="store_false")
@@ -157,7 +164,7 @@ def main() -> int:
     levels = [int(x) for x in a.concurrency.split(",") if x.strip()]
     s = requests.Session()
     for _ in range(a.warmup):
-        one_request(s, a, make_prompt(rng, a.input_len), model)
+        one_request(s, a, make_prompt(rng, a.input_len, a.token_ids), model)
 
     report = {"base_url": a.base_url, "model": model, "endpoint": a.endpoint, "input_len": a.input_len,
               "output_len": a.output_len, "ignore_eos": a.ignore_eos, "temperature": a.temperature,
@@ -166,7 +173,7 @@ def main() -> int:
           f"{'TPOT p50':>9} {'TPOT p99':>9} {'E2E p50':>9}   (ms)")
     for c in levels:
         n = a.num_prompts or max(16, 4 * c)
-        prompts = [make_prompt(rng, a.input_len) for _ in range(n)]
+        prompts = [make_prompt(rng, a.input_len, a.token_ids) for _ in range(n)]
         r = run_level(a, model, c, prompts)
         report["levels"].append(r)
         print(f"{c:>5} {r['requests']:>5} {r['failed']:>4} {r['request_throughput_per_s']:>7.2f} "

@@ -47,7 +47,9 @@ bool StreamGeneration(ServerContext& ctx, GenerationRun& run, const std::functio
       const ChoiceResult& r = run.results[ce.choice];
       const RequestEvent& ev = ce.event;
       const bool new_logprobs = spec.logprobs && r.logprobs.size() > run.logprobs_sent[ce.choice];
-      if (ev.text_delta.empty() && !new_logprobs && !ev.finished) continue;
+      // Every token gets a chunk, even one whose text is still held back (an incomplete UTF-8
+      // character, an engine without a tokenizer): clients can count tokens and time them.
+      if (ev.text_delta.empty() && !new_logprobs && !ev.finished && ev.token < 0) continue;
       std::vector<LogprobEntry> lps;
       if (new_logprobs)
         lps.assign(r.logprobs.begin() + static_cast<std::ptrdiff_t>(run.logprobs_sent[ce.choice]), r.logprobs.end());
