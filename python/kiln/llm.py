@@ -25,8 +25,12 @@ class TokenizerView:
     def encode(self, text: str, add_special: bool = True) -> List[int]:
         return self._ex.encode(text, add_special)
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._ex.decode_bytes(list(ids)).decode("utf-8", errors="replace")
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        ids = [int(t) for t in ids]
+        if skip_special_tokens:
+            special = {self._ex.bos_id, *self._ex.eos_ids}
+            ids = [t for t in ids if t not in special]
+        return self._ex.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def apply_chat_template(self, messages: List[Message], add_generation_prompt: bool = True) -> str:
         """Renders the engine's chat template. Engines without one get the plain rendering of

@@ -86,8 +86,14 @@ def main() -> None:
         raise AssertionError("unknown knob must raise")
     except TypeError:
         pass
-    m = llm.metrics()
-    assert m["requests_finished"] >= 8 and m["running"] == 0
+    import time
+
+    for _ in range(50):  # the gauges are refreshed by the step loop
+        m = llm.metrics()
+        if m["running"] == 0:
+            break
+        time.sleep(0.1)
+    assert m["requests_finished"] >= 8 and m["running"] == 0 and m["kv_blocks_used"] == 0, m
     llm.shutdown()
 
     # the wheel installs the kiln CLI
