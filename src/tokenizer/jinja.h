@@ -83,6 +83,7 @@ struct Stmt;
 using Body = std::vector<Stmt>;
 struct Stmt {
   enum Kind { kText, kOutput, kIf, kFor, kSet, kBreak, kContinue, kBlock, kMacro };
+  explicit Stmt(Kind k = kText) : kind(k) {}
   Kind kind;
   int line = 0;
   std::string text;                                // kText

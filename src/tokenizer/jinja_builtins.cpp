@@ -363,7 +363,7 @@ Expected<Value> ApplyFilter(const std::string& n, const Value& v, const std::vec
     return Value(PyJsonDumps(v, indent));
   }
   if (n == "string") return Value(PyStr(v));
-  if (n == "safe" || n == "list" && v.is_array()) return v;
+  if (n == "safe" || (n == "list" && v.is_array())) return v;
   if (n == "list") return ToList(v);
   if (n == "default" || n == "d") {
     const Value* b = Arg(args, kw, 1, "boolean");

@@ -253,7 +253,7 @@ struct Lexer {
 Expected<std::vector<Token>> Lex(const std::string& source) {
   std::string src = source;
   if (!src.empty() && src.back() == '\n') src.pop_back();  // Jinja drops one trailing newline
-  Lexer lx{src};
+  Lexer lx{src, 0, 1, {}};
   KILN_RETURN_IF_ERROR(lx.Run());
   return std::move(lx.out);
 }

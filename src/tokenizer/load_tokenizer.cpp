@@ -115,7 +115,7 @@ Expected<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path) {
   if (!FileExists(path)) return NotFound(path + ": no such tokenizer file or folder");
   const std::string name = fs::path(path).filename().string();
   const std::string ext = fs::path(path).extension().string();
-  if (name == "tokenizer.gguf.json" || name.size() > 10 && name.substr(name.size() - 10) == ".gguf.json")
+  if (name == "tokenizer.gguf.json" || (name.size() > 10 && name.substr(name.size() - 10) == ".gguf.json"))
     return LoadGgufJsonFile(path);
   if (ext == ".json") {
     if (name == "vocab.json") {

@@ -17,7 +17,11 @@ DecoderOp Dec(DecoderOp::Kind k) {
 }
 
 Status AddByteLevelStages(const char* pattern, bool nfc, PipelineSpec* spec) {
-  if (nfc) spec->normalizers.push_back(NormalizerOp{NormalizerOp::kNfc});
+  if (nfc) {
+    NormalizerOp op{};
+    op.kind = NormalizerOp::kNfc;
+    spec->normalizers.push_back(op);
+  }
   PreTokOp split{};
   split.kind = PreTokOp::kSplit;
   KILN_ASSIGN_OR_RETURN(split.regex, Regex::Compile(pattern));
@@ -232,8 +236,11 @@ Expected<PipelineSpec> SpecFromGguf(const json& md) {
     if (m.unk_id < 0) m.unk_id = 0;
     m.Finish();
     const bool space_prefix = bool_key("tokenizer.ggml.add_space_prefix", true);
-    if (space_prefix) spec.normalizers.push_back(NormalizerOp{NormalizerOp::kPrepend, " "});
-    NormalizerOp rep{NormalizerOp::kReplace, " ", "\xE2\x96\x81"};
+    NormalizerOp pre{};
+    pre.kind = NormalizerOp::kPrepend, pre.a = " ";
+    if (space_prefix) spec.normalizers.push_back(pre);
+    NormalizerOp rep{};
+    rep.kind = NormalizerOp::kReplace, rep.a = " ", rep.b = "\xE2\x96\x81";
     spec.normalizers.push_back(rep);
     DecoderOp d = Dec(DecoderOp::kReplace);
     d.a = "\xE2\x96\x81", d.b = " ";
