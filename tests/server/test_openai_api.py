@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -168,6 +169,8 @@ def test_api_key(engine_dir, tmp_path):
         good = openai.OpenAI(base_url=s.url + "/v1", api_key="sekret", max_retries=0)
         assert good.completions.create(model=MODEL_NAME, prompt=PROMPT, max_tokens=2).choices[0].text
         assert requests.get(s.url + "/health", timeout=5).status_code == 200  # probes need no key
+        bad.close()
+        good.close()  # idle keep-alive connections would hold the shutdown
     finally:
         s.stop()
 
@@ -236,3 +239,20 @@ def test_sigterm_drains(engine_dir, tmp_path):
     assert finals[-1] == "length"
     assert "draining" in s.log()
     s.stop()
+
+
+def test_queue_full_429(engine_dir, tmp_path):
+    s = Server(engine_dir, "--max-batch-size", "1", "--max-queue-size", "1", log_dir=tmp_path)
+    body = {"model": MODEL_NAME, "prompt": PROMPT, "max_tokens": 200, "ignore_eos": True}
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            rs = list(pool.map(lambda _: requests.post(s.url + "/v1/completions", json=body, timeout=120), range(12)))
+        codes = sorted(r.status_code for r in rs)
+        assert set(codes) <= {200, 429}, codes
+        assert 200 in codes and 429 in codes, codes
+        busy = next(r for r in rs if r.status_code == 429)
+        assert busy.headers.get("Retry-After") == "1"
+        assert busy.json()["error"]["code"] == "queue_full"
+        assert requests.post(s.url + "/v1/completions", json=dict(body, max_tokens=2), timeout=60).status_code == 200
+    finally:
+        s.stop()
