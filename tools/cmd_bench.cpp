@@ -69,6 +69,7 @@ Round RunBatch(Executor& ex, int batch, int isl, int osl, uint64_t seed, int64_t
     q.max_tokens = osl;
     q.ignore_eos = true;
     q.detokenize = false;
+    q.return_logprob = false;  // the bench measures the model, not a log-softmax over the vocab
     auto id = ex.Enqueue(std::move(q), [&](const RequestEvent& ev) {
       if (!ev.finished) return;
       std::lock_guard<std::mutex> lock(mu);
