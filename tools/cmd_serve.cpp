@@ -102,9 +102,11 @@ void SetupServe(CLI::App& app) {
   cmd->add_option("--kv-cache-fraction", e.kv_cache_fraction, "fraction of free memory for the KV cache");
   cmd->add_option("--kv-cache-bytes", e.kv_cache_bytes, "hard cap on KV-cache bytes (0 = none)");
   cmd->add_option("--block-size", e.block_size, "KV-cache block size in tokens");
-  cmd->add_option("--enable-prefix-caching", e.enable_prefix_caching, "reuse KV blocks of shared prefixes (true/false)");
+  cmd->add_flag("--enable-prefix-caching,!--disable-prefix-caching", e.enable_prefix_caching,
+                "reuse KV blocks of shared prompt prefixes (default on)");
   cmd->add_option("--scheduler-policy", e.scheduler_policy, "max_utilization or guaranteed_no_evict");
-  cmd->add_option("--enable-chunked-prefill", e.enable_chunked_prefill, "split long prompts over steps (true/false)");
+  cmd->add_flag("--enable-chunked-prefill,!--disable-chunked-prefill", e.enable_chunked_prefill,
+                "split long prompts over steps (default on)");
   e.max_queue_size = 1024;
   cmd->add_option("--max-queue-size", e.max_queue_size, "waiting requests accepted; beyond: 429 (0 = unbounded)");
   cmd->add_option("--max-concurrent-requests", s.max_concurrent_requests,
