@@ -44,13 +44,13 @@ void Serve(ServeArgs a) {
   auto srv = ValueOrFail(server::HttpServer::Create(*executor, a.server));
   CheckOk(srv->Bind());
   const MemoryPlan plan = executor->memory_plan();
-  server::Log(server::LogLevel::kInfo,
-              "engine " + a.engine_dir + " on " + executor->device_name() + ": max_seq_len " +
-                  std::to_string(executor->max_seq_len()) + ", " + std::to_string(plan.kv_blocks) + " KV blocks of " +
-                  std::to_string(plan.block_size) + " tokens");
+  server::Log(server::LogLevel::kInfo, "engine " + a.engine_dir + " on " + executor->device_name() +
+                                           ": max_seq_len " + std::to_string(executor->max_seq_len()) + ", " +
+                                           std::to_string(plan.kv_blocks) + " KV blocks of " +
+                                           std::to_string(plan.block_size) + " tokens");
   // Tests and scripts read the port from this line (with --port 0).
-  std::fprintf(stderr, "kiln serve: listening on http://%s:%d (model '%s')\n", a.server.host.c_str(), srv->port(),
-               a.server.served_model_name.c_str());
+  std::fprintf(stderr, "kiln serve: listening on http://%s:%d (model '%s')\n", a.server.host.c_str(),
+               srv->port(), a.server.served_model_name.c_str());
   std::fflush(stderr);
 
   std::thread signals([&, set] {
@@ -93,7 +93,8 @@ void SetupServe(CLI::App& app) {
   cmd->add_option("--host", s.host, "address to listen on");
   cmd->add_option("--port", s.port, "port (0 = any free port, printed on start)");
   cmd->add_option("--api-key", s.api_key, "require 'Authorization: Bearer KEY' on /v1/*");
-  cmd->add_option("--served-model-name", s.served_model_name, "model name in the API (default: engine folder name)");
+  cmd->add_option("--served-model-name", s.served_model_name,
+                  "model name in the API (default: engine folder name)");
   cmd->add_option("--device", e.device, "auto, cpu, cuda or cuda:N");
   cmd->add_flag("--f32", e.f32_activations, "compute activations in f32 on the GPU");
   cmd->add_option("--max-batch-size", e.max_batch_size, "sequences per step");
@@ -108,11 +109,13 @@ void SetupServe(CLI::App& app) {
   cmd->add_flag("--enable-chunked-prefill,!--disable-chunked-prefill", e.enable_chunked_prefill,
                 "split long prompts over steps (default on)");
   e.max_queue_size = 1024;
-  cmd->add_option("--max-queue-size", e.max_queue_size, "waiting requests accepted; beyond: 429 (0 = unbounded)");
+  cmd->add_option("--max-queue-size", e.max_queue_size,
+                  "waiting requests accepted; beyond: 429 (0 = unbounded)");
   cmd->add_option("--max-concurrent-requests", s.max_concurrent_requests,
                   "HTTP generation requests in flight; beyond: 503");
   cmd->add_option("--max-body-bytes", s.max_body_bytes, "largest request body; beyond: 413");
-  cmd->add_option("--max-prompt-tokens", s.max_prompt_tokens, "longest prompt (0 = max_seq_len - 1); beyond: 413");
+  cmd->add_option("--max-prompt-tokens", s.max_prompt_tokens,
+                  "longest prompt (0 = max_seq_len - 1); beyond: 413");
   cmd->add_option("--max-n", s.max_n, "largest n (choices per request)");
   cmd->add_option("--drain-timeout", a->drain_timeout_s, "seconds to wait for running requests on SIGTERM");
   cmd->add_option("--log-level", a->log_level, "debug, info, warning, error or off");

@@ -139,13 +139,15 @@ class PyExecutor {
     return Unwrap(std::move(id));
   }
 
-  // -> [(request_id, token, text_delta, logprob, [(token, logprob)], finished, finish_reason, error, stats|None)]
+  // -> [(request_id, token, text_delta, logprob, [(token, logprob)], finished, finish_reason, error,
+  // stats|None)]
   nb::list Poll(double timeout_s) {
     std::deque<kiln::RequestEvent> got;
     {
       nb::gil_scoped_release release;
       std::unique_lock lock(state_->mu);
-      state_->cv.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return !state_->events.empty(); });
+      state_->cv.wait_for(lock, std::chrono::duration<double>(timeout_s),
+                          [&] { return !state_->events.empty(); });
       got.swap(state_->events);
     }
     nb::list out;
@@ -153,8 +155,9 @@ class PyExecutor {
       std::vector<std::pair<int32_t, float>> top;
       for (const auto& t : ev.top_logprobs) top.emplace_back(t.token, t.logprob);
       nb::bytes delta(ev.text_delta.data(), ev.text_delta.size());
-      out.append(nb::make_tuple(ev.request_id, ev.token, delta, ev.logprob, top, ev.finished, ev.finish_reason,
-                                ev.error, ev.finished ? nb::object(Dict(ev.stats)) : nb::none()));
+      out.append(nb::make_tuple(ev.request_id, ev.token, delta, ev.logprob, top, ev.finished,
+                                ev.finish_reason, ev.error,
+                                ev.finished ? nb::object(Dict(ev.stats)) : nb::none()));
     }
     return out;
   }
@@ -227,8 +230,12 @@ class PyExecutor {
 class PyTokenizer {
  public:
   explicit PyTokenizer(const std::string& path) : tok_(Unwrap(kiln::LoadTokenizer(path))) {}
-  std::vector<int32_t> Encode(const std::string& text, bool add_special) const { return tok_->Encode(text, add_special); }
-  std::string Decode(const std::vector<int32_t>& ids, bool skip_special) const { return tok_->Decode(ids, skip_special); }
+  std::vector<int32_t> Encode(const std::string& text, bool add_special) const {
+    return tok_->Encode(text, add_special);
+  }
+  std::string Decode(const std::vector<int32_t>& ids, bool skip_special) const {
+    return tok_->Decode(ids, skip_special);
+  }
   int32_t vocab_size() const { return tok_->vocab_size(); }
   int32_t bos_id() const { return tok_->bos_id(); }
   std::vector<int32_t> eos_ids() const { return tok_->eos_ids(); }
@@ -238,8 +245,9 @@ class PyTokenizer {
   std::unique_ptr<kiln::Tokenizer> tok_;
 };
 
-void Build(const std::string& checkpoint, const std::string& out, const std::string& dtype, const std::string& tokenizer,
-           const std::string& hf_config, bool dummy_weights, uint64_t dummy_seed, const std::vector<std::string>& lora) {
+void Build(const std::string& checkpoint, const std::string& out, const std::string& dtype,
+           const std::string& tokenizer, const std::string& hf_config, bool dummy_weights,
+           uint64_t dummy_seed, const std::vector<std::string>& lora) {
   kiln::BuildOptions o;
   o.checkpoint = checkpoint;
   o.out = out;
@@ -278,7 +286,8 @@ NB_MODULE(_kiln, m) {
       .def("encode", &PyExecutor::Encode, "text"_a, "add_special"_a = true)
       .def("decode", &PyExecutor::Decode, "ids"_a)
       .def("decode_bytes", &PyExecutor::DecodeBytes, "ids"_a)
-      .def("apply_chat_template", &PyExecutor::ApplyChatTemplate, "messages_json"_a, "add_generation_prompt"_a = true)
+      .def("apply_chat_template", &PyExecutor::ApplyChatTemplate, "messages_json"_a,
+           "add_generation_prompt"_a = true)
       .def_prop_ro("bos_id", [](PyExecutor& e) { return e.ex().bos_id(); })
       .def_prop_ro("eos_ids", [](PyExecutor& e) { return e.ex().eos_ids(); })
       .def_prop_ro("max_seq_len", [](PyExecutor& e) { return e.ex().max_seq_len(); })

@@ -77,20 +77,22 @@ void GenerationRun::Apply(ServerContext& ctx, const ChoiceEvent& ce) {
   }
 }
 
-void HandleGeneration(ServerContext& ctx, Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
+void HandleGeneration(ServerContext& ctx, Endpoint endpoint, const httplib::Request& req,
+                      httplib::Response& res) {
   auto run = std::make_shared<GenerationRun>();
   run->arrival = std::chrono::steady_clock::now();
   const bool chat = endpoint == Endpoint::kChat;
   run->id = NewId(chat ? "chatcmpl" : "cmpl");
-  run->created = std::chrono::duration_cast<std::chrono::seconds>(
-                     std::chrono::system_clock::now().time_since_epoch())
-                     .count();
+  run->created =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   AccessInfo& info = ThreadAccessInfo();
   info.request_id = run->id;
   res.set_header("X-Request-Id", run->id);
 
   if (ctx.draining) {
-    SetError(res, {503, "the server is shutting down", "server_unavailable_error", "", "", ctx.options.retry_after_s});
+    SetError(res, {503, "the server is shutting down", "server_unavailable_error", "", "",
+                   ctx.options.retry_after_s});
     return;
   }
   auto parsed = ParseGenerationRequest(endpoint, req.body, ctx.limits, ctx.tokenizer);
@@ -104,8 +106,9 @@ void HandleGeneration(ServerContext& ctx, Endpoint endpoint, const httplib::Requ
   info.stream = spec.stream;
   info.prompt_tokens = run->prompt_tokens();
   if (!ctx.TryAdmit()) {
-    SetError(res, {503, "the server is at its limit of " + std::to_string(ctx.options.max_concurrent_requests) +
-                            " requests in flight; retry later",
+    SetError(res, {503,
+                   "the server is at its limit of " + std::to_string(ctx.options.max_concurrent_requests) +
+                       " requests in flight; retry later",
                    "server_busy_error", "", "too_many_requests", ctx.options.retry_after_s});
     return;
   }
@@ -125,7 +128,8 @@ void HandleGeneration(ServerContext& ctx, Endpoint endpoint, const httplib::Requ
     res.set_chunked_content_provider(
         "text/event-stream",
         [&ctx, run](size_t, httplib::DataSink& sink) {
-          bool ok = StreamGeneration(ctx, *run, [&sink](const std::string& s) { return sink.write(s.data(), s.size()); });
+          bool ok = StreamGeneration(
+              ctx, *run, [&sink](const std::string& s) { return sink.write(s.data(), s.size()); });
           if (ok) sink.done();
           return ok;
         },

@@ -37,11 +37,13 @@ struct GenerationRun {
   std::string finish_summary() const;  // the first choice's reason, for the access log
 };
 
-void HandleGeneration(ServerContext& ctx, Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
+void HandleGeneration(ServerContext& ctx, Endpoint endpoint, const httplib::Request& req,
+                      httplib::Response& res);
 
 // Streams `run` as SSE through `write` (returns false once the client is gone, which cancels the
 // run). Returns true when the stream ended with [DONE].
-bool StreamGeneration(ServerContext& ctx, GenerationRun& run, const std::function<bool(const std::string&)>& write);
+bool StreamGeneration(ServerContext& ctx, GenerationRun& run,
+                      const std::function<bool(const std::string&)>& write);
 
 void SetError(httplib::Response& res, const ApiError& e);
 

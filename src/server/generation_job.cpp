@@ -17,7 +17,8 @@ std::optional<ApiError> GenerationJob::Start(const GenerationSpec& spec, uint64_
     Request r = spec.base;
     r.prompt = prompt.ids;
     // n samples of one request differ by seed; a given seed keeps the whole response reproducible.
-    r.sampling.seed = (spec.seed_given ? spec.base.sampling.seed : random_seed) + static_cast<uint64_t>(c % spec.n);
+    r.sampling.seed =
+        (spec.seed_given ? spec.base.sampling.seed : random_seed) + static_cast<uint64_t>(c % spec.n);
     prompt_lengths_.push_back(static_cast<int>(prompt.ids.size()));
     std::shared_ptr<State> state = state_;
     auto id = executor_.Enqueue(std::move(r), [state, c](const RequestEvent& ev) {
@@ -38,10 +39,13 @@ std::optional<ApiError> GenerationJob::Start(const GenerationSpec& spec, uint64_
       }
       const Status& st = id.status();
       if (st.code() == ErrorCode::kOutOfMemory)
-        return ApiError{429, "the server is busy (request queue full): " + st.message(), "server_busy_error", "",
-                        "queue_full", 1};
-      if (st.code() == ErrorCode::kInvalidArgument)
-        return ApiError{400, st.message()};
+        return ApiError{429,
+                        "the server is busy (request queue full): " + st.message(),
+                        "server_busy_error",
+                        "",
+                        "queue_full",
+                        1};
+      if (st.code() == ErrorCode::kInvalidArgument) return ApiError{400, st.message()};
       if (st.code() == ErrorCode::kCancelled)
         return ApiError{503, "the server is shutting down", "server_unavailable_error", "", "", 1};
       return ApiError{500, st.message(), "server_error"};

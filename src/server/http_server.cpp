@@ -86,8 +86,9 @@ Expected<std::unique_ptr<HttpServer>> HttpServer::Create(Executor& executor, con
   ProtocolLimits limits;
   limits.served_model_name = options.served_model_name;
   limits.max_seq_len = executor.max_seq_len();
-  limits.max_prompt_tokens = options.max_prompt_tokens > 0 ? std::min(options.max_prompt_tokens, limits.max_seq_len - 1)
-                                                           : limits.max_seq_len - 1;
+  limits.max_prompt_tokens = options.max_prompt_tokens > 0
+                                 ? std::min(options.max_prompt_tokens, limits.max_seq_len - 1)
+                                 : limits.max_seq_len - 1;
   limits.max_n = options.max_n;
   limits.max_logprobs = options.max_logprobs;
   if (limits.served_model_name.empty()) return InvalidArgument("serve: the served model name is empty");
@@ -128,21 +129,35 @@ void HttpServer::Impl::Setup() {
   });
 
   // Every 4xx/5xx without a body (unknown route, body too large, ...) gets an OpenAI error object.
-  svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty() || res.is_chunked_content_provider_) return httplib::Server::HandlerResponse::Unhandled;
-    ApiError e;
-    e.http_status = res.status;
-    switch (res.status) {
-      case 404: e.message = "no route for " + req.method + " " + req.path; e.code = "not_found"; break;
-      case 405: e.message = "method " + req.method + " not allowed on " + req.path; break;
-      case 413: e.message = "the request body is larger than the server accepts"; e.code = "request_too_large"; break;
-      case 400: e.message = "malformed HTTP request"; break;
-      default: e.message = "HTTP " + std::to_string(res.status); break;
-    }
-    if (res.status >= 500) e.type = "server_error";
-    res.set_content(ErrorBody(e), "application/json");
-    return httplib::Server::HandlerResponse::Handled;
-  }));
+  svr.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty() || res.is_chunked_content_provider_)
+          return httplib::Server::HandlerResponse::Unhandled;
+        ApiError e;
+        e.http_status = res.status;
+        switch (res.status) {
+          case 404:
+            e.message = "no route for " + req.method + " " + req.path;
+            e.code = "not_found";
+            break;
+          case 405:
+            e.message = "method " + req.method + " not allowed on " + req.path;
+            break;
+          case 413:
+            e.message = "the request body is larger than the server accepts";
+            e.code = "request_too_large";
+            break;
+          case 400:
+            e.message = "malformed HTTP request";
+            break;
+          default:
+            e.message = "HTTP " + std::to_string(res.status);
+            break;
+        }
+        if (res.status >= 500) e.type = "server_error";
+        res.set_content(ErrorBody(e), "application/json");
+        return httplib::Server::HandlerResponse::Handled;
+      }));
 
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown exception";
@@ -159,15 +174,19 @@ void HttpServer::Impl::Setup() {
   svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     AccessInfo& info = ThreadAccessInfo();
     const bool gen = req.path == "/v1/completions" || req.path == "/v1/chat/completions";
-    if (!info.counted) ctx.metrics.CountHttp(gen || req.path.rfind("/v1/", 0) == 0 || req.path == "/health" ||
-                                                     req.path == "/metrics"
-                                                 ? req.path
-                                                 : "other",
-                                             res.status);
+    if (!info.counted)
+      ctx.metrics.CountHttp(
+          gen || req.path.rfind("/v1/", 0) == 0 || req.path == "/health" || req.path == "/metrics" ? req.path
+                                                                                                   : "other",
+          res.status);
     info.counted = true;
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_request_start).count();
-    json line = {{"remote", req.remote_addr}, {"method", req.method}, {"path", req.path},
-                 {"status", res.status},      {"latency_ms", std::round(ms * 1000) / 1000}};
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_request_start).count();
+    json line = {{"remote", req.remote_addr},
+                 {"method", req.method},
+                 {"path", req.path},
+                 {"status", res.status},
+                 {"latency_ms", std::round(ms * 1000) / 1000}};
     if (gen) {
       line["request_id"] = info.request_id.empty() ? json() : json(info.request_id);
       line["stream"] = info.stream;
@@ -194,18 +213,24 @@ void HttpServer::Impl::Routes() {
     HandleGeneration(ctx, Endpoint::kChat, req, res);
   });
   svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    json model = {{"id", ctx.limits.served_model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "kiln"},
+    json model = {{"id", ctx.limits.served_model_name},
+                  {"object", "model"},
+                  {"created", 0},
+                  {"owned_by", "kiln"},
                   {"max_model_len", ctx.limits.max_seq_len}};
     res.set_content(Dump(json{{"object", "list"}, {"data", json::array({model})}}), "application/json");
   });
   svr.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
     if (req.matches[1] != ctx.limits.served_model_name) {
-      SetError(res, {404, "The model '" + std::string(req.matches[1]) + "' does not exist", "invalid_request_error",
-                     "model", "model_not_found"});
+      SetError(res, {404, "The model '" + std::string(req.matches[1]) + "' does not exist",
+                     "invalid_request_error", "model", "model_not_found"});
       return;
     }
-    res.set_content(Dump(json{{"id", ctx.limits.served_model_name}, {"object", "model"}, {"created", 0},
-                              {"owned_by", "kiln"}, {"max_model_len", ctx.limits.max_seq_len}}),
+    res.set_content(Dump(json{{"id", ctx.limits.served_model_name},
+                              {"object", "model"},
+                              {"created", 0},
+                              {"owned_by", "kiln"},
+                              {"max_model_len", ctx.limits.max_seq_len}}),
                     "application/json");
   });
   svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
@@ -230,7 +255,8 @@ Status HttpServer::Bind() {
     if (s.bound_port <= 0) return IoError("serve: cannot bind " + o.host + " to any port");
   } else {
     if (!s.svr.bind_to_port(o.host, o.port))
-      return IoError("serve: cannot bind " + o.host + ":" + std::to_string(o.port) + " (in use or not allowed)");
+      return IoError("serve: cannot bind " + o.host + ":" + std::to_string(o.port) +
+                     " (in use or not allowed)");
     s.bound_port = o.port;
   }
   RaiseListenBacklog(s.bound_port);

@@ -13,7 +13,8 @@ namespace kiln::server {
 
 class Histogram {
  public:
-  explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+  explicit Histogram(std::vector<double> bounds)
+      : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
   void Observe(double v);
   // Appends "# TYPE name histogram" and the _bucket/_sum/_count lines.
   void Render(const std::string& name, const std::string& help, std::string& out) const;
@@ -44,7 +45,7 @@ class ServerMetrics {
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> http_;  // (endpoint, status) -> count
-  std::map<std::string, uint64_t> finished_;                // finish reason -> count
+  std::map<std::string, uint64_t> finished_;              // finish reason -> count
   uint64_t prompt_tokens_ = 0, generation_tokens_ = 0;
   Histogram ttft_, tpot_, e2e_, prompt_len_, gen_len_;
 };

@@ -22,7 +22,8 @@ std::string TypeName(const json& v) {
 }
 
 ApiError TypeError(const std::string& field, const std::string& want, const json& got) {
-  return {422, "'" + field + "' must be " + want + ", got " + TypeName(got), "invalid_request_error", field, ""};
+  return {422, "'" + field + "' must be " + want + ", got " + TypeName(got), "invalid_request_error", field,
+          ""};
 }
 ApiError ValueError(const std::string& field, const std::string& message) {
   return {400, "'" + field + "' " + message, "invalid_request_error", field, ""};
@@ -115,7 +116,8 @@ std::optional<ApiError> NormalizeContent(json& message, size_t index) {
       return ApiError{400, "'" + field + "': only content parts of type 'text' are supported",
                       "invalid_request_error", field, ""};
     auto t = part.find("text");
-    if (t == part.end() || !t->is_string()) return TypeError(field + ".text", "a string", t == part.end() ? json() : *t);
+    if (t == part.end() || !t->is_string())
+      return TypeError(field + ".text", "a string", t == part.end() ? json() : *t);
     text += t->get<std::string>();
   }
   *it = text;
@@ -146,37 +148,44 @@ std::optional<ApiError> ParseMessages(const json& body, const TokenizerAccess& t
   }
   auto rendered = tok.ApplyChatTemplate(messages.dump());
   if (!rendered.ok())
-    return ApiError{400, "chat template: " + rendered.status().message(), "invalid_request_error", "messages", ""};
+    return ApiError{400, "chat template: " + rendered.status().message(), "invalid_request_error", "messages",
+                    ""};
   auto ids = tok.Encode(*rendered);
   if (!ids.ok()) return ApiError{400, "tokenizing the conversation: " + ids.status().message()};
   out.ids = std::move(*ids);
   return std::nullopt;
 }
 
-std::optional<ApiError> CheckIds(const json& arr, const std::string& field, int64_t vocab, std::vector<int32_t>& out) {
+std::optional<ApiError> CheckIds(const json& arr, const std::string& field, int64_t vocab,
+                                 std::vector<int32_t>& out) {
   if (arr.empty()) return ValueError(field, "must not be empty");
   out.reserve(arr.size());
   for (const json& t : arr) {
-    if (!t.is_number_integer() && !t.is_number_unsigned()) return TypeError(field, "an array of token ids", t);
-    int64_t id = t.is_number_unsigned() ? static_cast<int64_t>(std::min<uint64_t>(t.get<uint64_t>(), INT64_MAX))
-                                        : t.get<int64_t>();
+    if (!t.is_number_integer() && !t.is_number_unsigned())
+      return TypeError(field, "an array of token ids", t);
+    int64_t id = t.is_number_unsigned()
+                     ? static_cast<int64_t>(std::min<uint64_t>(t.get<uint64_t>(), INT64_MAX))
+                     : t.get<int64_t>();
     if (id < 0 || id >= vocab)
-      return ValueError(field, "holds token id " + std::to_string(id) + " outside [0, " + std::to_string(vocab) + ")");
+      return ValueError(
+          field, "holds token id " + std::to_string(id) + " outside [0, " + std::to_string(vocab) + ")");
     out.push_back(static_cast<int32_t>(id));
   }
   return std::nullopt;
 }
 
 // prompt: string | [string] | [int] | [[int]]
-std::optional<ApiError> ParsePrompts(const json& body, const TokenizerAccess& tok, const ProtocolLimits& limits,
-                                     std::vector<Prompt>& out) {
+std::optional<ApiError> ParsePrompts(const json& body, const TokenizerAccess& tok,
+                                     const ProtocolLimits& limits, std::vector<Prompt>& out) {
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null())
     return ApiError{422, "'prompt' is required", "invalid_request_error", "prompt", ""};
   const json& p = *it;
   auto encode = [&](const std::string& text) -> std::optional<ApiError> {
     auto ids = tok.Encode(text);
-    if (!ids.ok()) return ApiError{400, "tokenizing the prompt: " + ids.status().message(), "invalid_request_error", "prompt", ""};
+    if (!ids.ok())
+      return ApiError{400, "tokenizing the prompt: " + ids.status().message(), "invalid_request_error",
+                      "prompt", ""};
     out.push_back({std::move(*ids), text});
     return std::nullopt;
   };
@@ -272,8 +281,9 @@ std::variant<GenerationSpec, ApiError> ParseGenerationRequest(Endpoint endpoint,
     if (!it->is_string()) return TypeError("model", "a string", *it);
     spec.model = it->get<std::string>();
     if (spec.model != limits.served_model_name)
-      return ApiError{404, "The model '" + spec.model + "' does not exist (this server serves '" +
-                               limits.served_model_name + "')",
+      return ApiError{404,
+                      "The model '" + spec.model + "' does not exist (this server serves '" +
+                          limits.served_model_name + "')",
                       "invalid_request_error", "model", "model_not_found"};
   }
   spec.model = limits.served_model_name;
@@ -296,13 +306,15 @@ std::variant<GenerationSpec, ApiError> ParseGenerationRequest(Endpoint endpoint,
 
   // max_tokens (chat also: max_completion_tokens); checked against the context below.
   int64_t max_tokens = -1;
-  if (!f.Int("max_tokens", max_tokens, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()) &&
+  if (!f.Int("max_tokens", max_tokens, std::numeric_limits<int64_t>::min(),
+             std::numeric_limits<int64_t>::max()) &&
       chat)
     f.Int("max_completion_tokens", max_tokens, std::numeric_limits<int64_t>::min(),
           std::numeric_limits<int64_t>::max());
   if (f.error) return *f.error;
   if (max_tokens != -1 && max_tokens < 1)
-    return ValueError(body.contains("max_tokens") ? "max_tokens" : "max_completion_tokens", "must be at least 1");
+    return ValueError(body.contains("max_tokens") ? "max_tokens" : "max_completion_tokens",
+                      "must be at least 1");
 
   if (chat) {
     bool want = false;
@@ -322,7 +334,8 @@ std::variant<GenerationSpec, ApiError> ParseGenerationRequest(Endpoint endpoint,
     f.Bool("echo", spec.echo);
     if (f.error) return *f.error;
     if (spec.echo && spec.stream) return ValueError("echo", "is not supported with streaming");
-    if (const json* suffix = f.Get("suffix"); suffix && !(suffix->is_string() && suffix->get<std::string>().empty()))
+    if (const json* suffix = f.Get("suffix");
+        suffix && !(suffix->is_string() && suffix->get<std::string>().empty()))
       return ValueError("suffix", "is not supported");
   }
   if (auto e = ParseSampling(f, spec)) return *e;
@@ -355,8 +368,8 @@ std::variant<GenerationSpec, ApiError> ParseGenerationRequest(Endpoint endpoint,
   const int64_t room = limits.max_seq_len - static_cast<int64_t>(longest);
   if (room < 1)
     return ApiError{413,
-                    "the prompt has " + std::to_string(longest) + " tokens, leaving no room in the context of " +
-                        std::to_string(limits.max_seq_len),
+                    "the prompt has " + std::to_string(longest) +
+                        " tokens, leaving no room in the context of " + std::to_string(limits.max_seq_len),
                     "invalid_request_error", chat ? "messages" : "prompt", "context_length_exceeded"};
   if (max_tokens == -1) {
     max_tokens = chat ? room : std::min<int64_t>(16, room);  // OpenAI defaults

@@ -17,13 +17,17 @@ namespace kiln::server {
 struct ApiError {
   ApiError(int status = 400, std::string msg = "", std::string type_ = "invalid_request_error",
            std::string param_ = "", std::string code_ = "", int retry_after = 0)
-      : http_status(status), message(std::move(msg)), type(std::move(type_)), param(std::move(param_)),
-        code(std::move(code_)), retry_after_s(retry_after) {}
+      : http_status(status),
+        message(std::move(msg)),
+        type(std::move(type_)),
+        param(std::move(param_)),
+        code(std::move(code_)),
+        retry_after_s(retry_after) {}
   int http_status = 400;
   std::string message;
   std::string type = "invalid_request_error";
-  std::string param;  // the field at fault (empty = null)
-  std::string code;   // e.g. "model_not_found", "context_length_exceeded" (empty = null)
+  std::string param;      // the field at fault (empty = null)
+  std::string code;       // e.g. "model_not_found", "context_length_exceeded" (empty = null)
   int retry_after_s = 0;  // > 0: send Retry-After
 };
 std::string ErrorBody(const ApiError& e);
@@ -41,14 +45,14 @@ struct GenerationSpec {
   Endpoint endpoint = Endpoint::kCompletions;
   std::string model;
   std::vector<Prompt> prompts;
-  Request base;            // prompt left empty; filled per choice
-  int n = 1;               // choices per prompt
+  Request base;  // prompt left empty; filled per choice
+  int n = 1;     // choices per prompt
   bool seed_given = false;
   bool stream = false;
   bool include_usage = false;
-  bool echo = false;       // completions: prepend the prompt text
-  bool logprobs = false;   // report logprobs at all
-  int top_logprobs = 0;    // alternatives per token
+  bool echo = false;      // completions: prepend the prompt text
+  bool logprobs = false;  // report logprobs at all
+  int top_logprobs = 0;   // alternatives per token
   int choices() const { return static_cast<int>(prompts.size()) * n; }
 };
 
@@ -58,7 +62,7 @@ struct ProtocolLimits {
   int64_t max_prompt_tokens = 0;  // longer prompts: 413
   int max_n = 16;
   int max_logprobs = 20;
-  int max_prompts = 64;           // prompts in one completions batch
+  int max_prompts = 64;  // prompts in one completions batch
   int max_stop = 16;
 };
 

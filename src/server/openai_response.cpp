@@ -54,8 +54,10 @@ json LogprobsJson(Endpoint endpoint, const std::vector<LogprobEntry>& entries, s
     json content = json::array();
     for (const LogprobEntry& e : entries) {
       json top = json::array();
-      for (const auto& [tok, lp] : e.top) top.push_back({{"token", tok}, {"logprob", lp}, {"bytes", Bytes(tok)}});
-      content.push_back({{"token", e.token}, {"logprob", e.logprob}, {"bytes", Bytes(e.token)}, {"top_logprobs", top}});
+      for (const auto& [tok, lp] : e.top)
+        top.push_back({{"token", tok}, {"logprob", lp}, {"bytes", Bytes(tok)}});
+      content.push_back(
+          {{"token", e.token}, {"logprob", e.logprob}, {"bytes", Bytes(e.token)}, {"top_logprobs", top}});
     }
     return {{"content", content}};
   }
@@ -75,8 +77,11 @@ json LogprobsJson(Endpoint endpoint, const std::vector<LogprobEntry>& entries, s
 json FullResponse(const GenerationSpec& spec, const std::string& id, int64_t created,
                   const std::vector<ChoiceResult>& choices, int prompt_tokens, int completion_tokens) {
   const bool chat = spec.endpoint == Endpoint::kChat;
-  json out = {{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created},
-              {"model", spec.model}, {"system_fingerprint", nullptr}};
+  json out = {{"id", id},
+              {"object", chat ? "chat.completion" : "text_completion"},
+              {"created", created},
+              {"model", spec.model},
+              {"system_fingerprint", nullptr}};
   json arr = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
@@ -98,9 +103,10 @@ json StreamChunk(const GenerationSpec& spec, const std::string& id, int64_t crea
                  const std::string& delta, const std::vector<LogprobEntry>* logprobs, size_t text_offset,
                  const std::string* finish_reason, bool role_only) {
   const bool chat = spec.endpoint == Endpoint::kChat;
-  json c = {{"index", choice},
-            {"logprobs", logprobs && spec.logprobs ? LogprobsJson(spec.endpoint, *logprobs, text_offset) : json()},
-            {"finish_reason", finish_reason ? FinishReason(*finish_reason) : json()}};
+  json c = {
+      {"index", choice},
+      {"logprobs", logprobs && spec.logprobs ? LogprobsJson(spec.endpoint, *logprobs, text_offset) : json()},
+      {"finish_reason", finish_reason ? FinishReason(*finish_reason) : json()}};
   if (chat) {
     json d = json::object();
     if (role_only) {
@@ -113,8 +119,12 @@ json StreamChunk(const GenerationSpec& spec, const std::string& id, int64_t crea
   } else {
     c["text"] = delta;
   }
-  json out = {{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created},
-              {"model", spec.model}, {"system_fingerprint", nullptr}, {"choices", json::array({c})}};
+  json out = {{"id", id},
+              {"object", chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created},
+              {"model", spec.model},
+              {"system_fingerprint", nullptr},
+              {"choices", json::array({c})}};
   if (spec.include_usage) out["usage"] = nullptr;
   return out;
 }
@@ -122,8 +132,12 @@ json StreamChunk(const GenerationSpec& spec, const std::string& id, int64_t crea
 json UsageChunk(const GenerationSpec& spec, const std::string& id, int64_t created, int prompt_tokens,
                 int completion_tokens) {
   const bool chat = spec.endpoint == Endpoint::kChat;
-  return {{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created},
-          {"model", spec.model}, {"system_fingerprint", nullptr}, {"choices", json::array()},
+  return {{"id", id},
+          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", spec.model},
+          {"system_fingerprint", nullptr},
+          {"choices", json::array()},
           {"usage", Usage(prompt_tokens, completion_tokens)}};
 }
 

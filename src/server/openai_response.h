@@ -52,12 +52,13 @@ nlohmann::json Usage(int prompt_tokens, int completion_tokens);
 nlohmann::json LogprobsJson(Endpoint endpoint, const std::vector<LogprobEntry>& entries, size_t text_offset);
 
 nlohmann::json FullResponse(const GenerationSpec& spec, const std::string& id, int64_t created,
-                            const std::vector<ChoiceResult>& choices, int prompt_tokens, int completion_tokens);
+                            const std::vector<ChoiceResult>& choices, int prompt_tokens,
+                            int completion_tokens);
 // A streaming chunk for one choice: a text delta (and its logprobs) and/or a finish reason.
 nlohmann::json StreamChunk(const GenerationSpec& spec, const std::string& id, int64_t created, int choice,
-                           const std::string& delta, const std::vector<LogprobEntry>* logprobs, size_t text_offset,
-                           const std::string* finish_reason, bool role_only);
-nlohmann::json UsageChunk(const GenerationSpec& spec, const std::string& id, int64_t created, int prompt_tokens,
-                          int completion_tokens);
+                           const std::string& delta, const std::vector<LogprobEntry>* logprobs,
+                           size_t text_offset, const std::string* finish_reason, bool role_only);
+nlohmann::json UsageChunk(const GenerationSpec& spec, const std::string& id, int64_t created,
+                          int prompt_tokens, int completion_tokens);
 
 }  // namespace kiln::server

@@ -17,15 +17,15 @@ namespace kiln::server {
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8000;
-  std::string api_key;                 // empty = no authentication
-  std::string served_model_name;       // default: the engine directory's name
-  size_t max_body_bytes = 4u << 20;    // larger bodies: 413
-  int64_t max_prompt_tokens = 0;       // 0 = max_seq_len - 1; longer prompts: 413
-  int max_concurrent_requests = 256;   // generation requests in flight; more: 503 + Retry-After
+  std::string api_key;                // empty = no authentication
+  std::string served_model_name;      // default: the engine directory's name
+  size_t max_body_bytes = 4u << 20;   // larger bodies: 413
+  int64_t max_prompt_tokens = 0;      // 0 = max_seq_len - 1; longer prompts: 413
+  int max_concurrent_requests = 256;  // generation requests in flight; more: 503 + Retry-After
   int max_n = 16;
   int max_logprobs = 20;
   int retry_after_s = 1;
-  int heartbeat_ms = 1000;             // SSE comment after this much silence (finds gone clients)
+  int heartbeat_ms = 1000;  // SSE comment after this much silence (finds gone clients)
 };
 
 class HttpServer {

@@ -17,23 +17,29 @@ std::mutex g_mu;
 
 const char* Name(LogLevel l) {
   switch (l) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warning";
-    case LogLevel::kError: return "error";
-    default: return "off";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warning";
+    case LogLevel::kError:
+      return "error";
+    default:
+      return "off";
   }
 }
 
 std::string Now() {
   auto now = std::chrono::system_clock::now();
   std::time_t t = std::chrono::system_clock::to_time_t(now);
-  int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000);
+  int ms = static_cast<int>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000);
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[64];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
   return buf;
 }
 
@@ -56,7 +62,9 @@ Expected<LogLevel> ParseLogLevel(const std::string& name) {
 }
 
 void SetLogLevel(LogLevel level) { g_level = static_cast<int>(level); }
-bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load() && level != LogLevel::kOff; }
+bool LogEnabled(LogLevel level) {
+  return static_cast<int>(level) >= g_level.load() && level != LogLevel::kOff;
+}
 
 void Log(LogLevel level, const std::string& message) {
   if (!LogEnabled(level)) return;

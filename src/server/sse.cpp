@@ -14,7 +14,8 @@ std::string Event(const nlohmann::json& j) { return "data: " + Dump(j) + "\n\n";
 
 }  // namespace
 
-bool StreamGeneration(ServerContext& ctx, GenerationRun& run, const std::function<bool(const std::string&)>& write) {
+bool StreamGeneration(ServerContext& ctx, GenerationRun& run,
+                      const std::function<bool(const std::string&)>& write) {
   const GenerationSpec& spec = run.spec;
   const bool chat = spec.endpoint == Endpoint::kChat;
   auto gone = [&] {
@@ -33,7 +34,8 @@ bool StreamGeneration(ServerContext& ctx, GenerationRun& run, const std::functio
   };
   if (chat) {
     for (int c = 0; c < spec.choices(); ++c)
-      if (!write(Event(StreamChunk(spec, run.id, run.created, c, "", nullptr, 0, nullptr, true)))) return gone();
+      if (!write(Event(StreamChunk(spec, run.id, run.created, c, "", nullptr, 0, nullptr, true))))
+        return gone();
   }
   std::vector<ChoiceEvent> events;
   auto last_write = std::chrono::steady_clock::now();
@@ -52,13 +54,14 @@ bool StreamGeneration(ServerContext& ctx, GenerationRun& run, const std::functio
       if (ev.text_delta.empty() && !new_logprobs && !ev.finished && ev.token < 0) continue;
       std::vector<LogprobEntry> lps;
       if (new_logprobs)
-        lps.assign(r.logprobs.begin() + static_cast<std::ptrdiff_t>(run.logprobs_sent[ce.choice]), r.logprobs.end());
+        lps.assign(r.logprobs.begin() + static_cast<std::ptrdiff_t>(run.logprobs_sent[ce.choice]),
+                   r.logprobs.end());
       run.logprobs_sent[ce.choice] = r.logprobs.size();
       const std::string* finish = ev.finished ? &r.finish_reason : nullptr;
       const size_t offset = run.text_sent[ce.choice];
       run.text_sent[ce.choice] += ev.text_delta.size();
-      if (!write(Event(StreamChunk(spec, run.id, run.created, ce.choice, ev.text_delta, new_logprobs ? &lps : nullptr,
-                                   offset, finish, false))))
+      if (!write(Event(StreamChunk(spec, run.id, run.created, ce.choice, ev.text_delta,
+                                   new_logprobs ? &lps : nullptr, offset, finish, false))))
         return gone();
       last_write = std::chrono::steady_clock::now();
     }
