@@ -55,7 +55,9 @@ class Fields {
     if (v->is_number_float()) {
       double d = v->get<double>();
       if (!std::isfinite(d) || d != std::floor(d)) return Fail(TypeError(name, "an integer", *v));
-      if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) return Range(name, lo, hi);
+      // |d| >= 2^62 is out of every range we use, and would not convert to int64 safely.
+      if (std::fabs(d) >= 4.6e18 || d < static_cast<double>(lo) || d > static_cast<double>(hi))
+        return Range(name, lo, hi);
       out = static_cast<int64_t>(d);
       return true;
     }
@@ -91,6 +93,7 @@ class Fields {
     return j.dump();
   }
   bool Range(const char* name, int64_t lo, int64_t hi) {
+    if (lo < -(int64_t{1} << 40) || hi > (int64_t{1} << 40)) return Fail(ValueError(name, "is out of range"));
     return Fail(ValueError(name, "must be between " + std::to_string(lo) + " and " + std::to_string(hi)));
   }
   const json& body_;
