@@ -12,4 +12,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check numpy safetensors pytest openai requests 2>&1 | grep -v "WARNING: Running pip as" || true
+python3 -m pip install -q --disable-pip-version-check numpy safetensors pytest openai requests scikit-build-core nanobind 2>&1 | grep -v "WARNING: Running pip as" || true
