@@ -385,6 +385,7 @@ std::variant<GenerationSpec, ApiError> ParseGenerationRequest(Endpoint endpoint,
   }
   spec.base.max_tokens = static_cast<int>(max_tokens);
   spec.base.logprobs = spec.top_logprobs;
+  spec.base.return_logprob = spec.logprobs;  // a log-softmax over the vocabulary per token, only when asked
   spec.base.detokenize = true;
   return spec;
 }
