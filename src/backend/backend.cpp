@@ -1,6 +1,31 @@
 #include "backend/backend.h"
 
+#include <cmath>
+#include <vector>
+
 namespace kiln {
+
+void Backend::ArgmaxRows(Tensor ids, const Tensor& logits) {
+  const int64_t n = logits.rows(), V = logits.cols();
+  std::vector<float> host(static_cast<size_t>(n * V));
+  std::vector<int32_t> out(static_cast<size_t>(n), 0);
+  if (CopyToHostF32(host.data(), logits).ok()) {
+    for (int64_t r = 0; r < n; ++r) {
+      const float* row = host.data() + r * V;
+      float best = -INFINITY;
+      int64_t best_i = -1;
+      for (int64_t j = 0; j < V; ++j) {
+        const float v = std::isnan(row[j]) ? -INFINITY : row[j];
+        if (best_i < 0 || v > best) {
+          best = v;
+          best_i = j;
+        }
+      }
+      out[r] = static_cast<int32_t>(best_i < 0 ? 0 : best_i);
+    }
+  }
+  (void)CopyToDevice(ids.data, out.data(), out.size() * sizeof(int32_t));
+}
 
 Expected<double> Backend::MeasureCopyBandwidth(size_t) {
   return Unsupported(name() + ": copy bandwidth measurement is not implemented");

@@ -125,6 +125,11 @@ class Backend {
                           const std::vector<Weight>& down, const Tensor& ids, const Tensor& weights,
                           Activation act);
 
+  // ---- greedy sampling on the device ----
+  // ids[r] (i32 [n]) = argmax of logits[r, :] with the host sampler's rule (NaN as -inf, lowest
+  // id on ties, all -inf -> 0). The default brings the logits to the host; CUDA overrides it.
+  virtual void ArgmaxRows(Tensor ids, const Tensor& logits);
+
   // ---- measurement (benchmarks) ----
   // Copy bandwidth of this device in GB/s, counting bytes read plus bytes written, over
   // buffers of `bytes` each (median of several timed copies after warm-up).

@@ -173,6 +173,9 @@ class ExecutorImpl final : public Executor {
   std::vector<float> logits_;        // [n_logits, vocab] host copy of this step's logits (f32 models)
   std::vector<uint8_t> raw_logits_;  // [n_logits, vocab] in logits_dtype_ (bf16/f16 models)
   DType logits_dtype_ = DType::kF32;
+  DeviceBuffer greedy_ids_;          // i32 [max_seqs] device argmax of a greedy step
+  std::vector<int32_t> greedy_host_;
+  bool greedy_step_ = false;         // this step's tokens came from the device argmax
   std::vector<SequenceChunk> chunks_;  // this step's packing
 };
 
@@ -238,6 +241,7 @@ Status ExecutorImpl::Init(const std::string& dir) {
   KILN_RETURN_IF_ERROR(steps_.Reserve(*backend_, static_cast<int>(shape.max_tokens),
                                       static_cast<int>(shape.max_seqs),
                                       static_cast<int>(shape.max_blocks_per_seq)));
+  KILN_ASSIGN_OR_RETURN(greedy_ids_, AllocBuffer(*backend_, sizeof(int32_t) * static_cast<size_t>(shape.max_seqs)));
   plan_.weights = model_->weight_bytes();
   plan_.activations = ActivationBytes(mc, backend_->act_dtype(), shape.max_tokens, shape.max_seqs);
   plan_.workspace = StepWorkspaceBytes(shape);
@@ -462,6 +466,19 @@ void ExecutorImpl::RunStep() {
   Status status = [&]() -> Status {
     KILN_ASSIGN_OR_RETURN(StepInputs in, steps_.Build(chunks_, bm_->block_size()));
     KILN_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(in, kv_->layers()));
+    // Plain greedy rows need no logits on the host: take the argmax on the device and copy
+    // back one id per row (the host sampler's rule, so outputs are unchanged).
+    greedy_step_ = in.n_logits > 0 && std::all_of(rows.begin(), rows.end(), [](const RequestState* st) {
+      const SamplingParams& p = st->req.sampling;
+      return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+             p.frequency_penalty == 0.0f && !st->req.return_logprob && st->req.logprobs == 0;
+    });
+    if (greedy_step_) {
+      Tensor ids(greedy_ids_.get(), DType::kI32, {static_cast<int64_t>(in.n_logits)});
+      backend_->ArgmaxRows(ids, logits);
+      greedy_host_.resize(static_cast<size_t>(in.n_logits));
+      return backend_->CopyToHost(greedy_host_.data(), ids.data, greedy_host_.size() * sizeof(int32_t));
+    }
     if (in.n_logits > 0) {
       logits_dtype_ = logits.dtype;
       if (logits.dtype == DType::kF32) {
@@ -485,7 +502,15 @@ void ExecutorImpl::RunStep() {
     return;
   }
   sched_->Commit(out);
-  SampleRows(rows);
+  if (greedy_step_) {
+    for (size_t r = 0; r < rows.size(); ++r) {
+      rows[r]->next = greedy_host_[r];
+      rows[r]->logprob = 0.0f;
+      rows[r]->top.clear();
+    }
+  } else {
+    SampleRows(rows);
+  }
   for (RequestState* st : rows) HandleToken(*st);
 }
 

@@ -297,6 +297,11 @@ class CudaBackend final : public Backend {
     Record(cuda::LaunchGatherRows(out.data, x.data, idx.ptr<int32_t>(), idx.numel(), x.cols(), 1.0f, et_, stream_),
            "GatherRows");
   }
+  void ArgmaxRows(Tensor ids, const Tensor& logits) override {
+    if (!Act("ArgmaxRows", {&logits})) return;
+    Record(cuda::LaunchArgmaxRows(ids.ptr<int32_t>(), logits.data, logits.rows(), logits.cols(), et_, stream_),
+           "ArgmaxRows");
+  }
   void Softcap(Tensor x, float cap) override {
     if (!Act("Softcap", {&x})) return;
     Record(cuda::LaunchSoftcap(x.data, x.numel(), cap, et_, stream_), "Softcap");

@@ -43,6 +43,11 @@ cudaError_t LaunchSoftcap(void* x, int64_t n, float cap, ElemType t, cudaStream_
 // out[r, j] += bias[j]      out [rows, cols], bias f32 [cols]
 cudaError_t LaunchAddBias(void* out, const float* bias, int64_t rows, int64_t cols, ElemType t, cudaStream_t s);
 
+// ---- argmax.cu ----
+// out[r] = argmax_j logits[r, j] (NaN as -inf, lowest id on ties)    logits [rows, vocab]
+cudaError_t LaunchArgmaxRows(int32_t* out, const void* logits, int64_t rows, int64_t vocab, ElemType t,
+                             cudaStream_t s);
+
 // ---- gemv.cu ----
 // Streaming skinny GEMM for small m: out[m, n] = x[m, k] @ w[n, k]^T (+ bias[n]).
 constexpr int kGemvMaxM = 16;
