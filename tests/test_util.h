@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -14,7 +15,14 @@
 
 namespace kiln::test {
 
-inline std::string SharedDir() { return std::string(KILN_SOURCE_DIR) + "/../shared"; }
+// ../shared beside the repository (or ./shared inside it, or $KILN_SHARED_DIR); empty when
+// none holds fixtures, so tests that can skip do so with a reason.
+inline std::string SharedDir() {
+  if (const char* e = std::getenv("KILN_SHARED_DIR")) return e;
+  for (std::string d : {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
+    if (std::filesystem::exists(d + "/fixtures")) return d;
+  return "";
+}
 inline std::string KilnBinary() { return KILN_BINARY; }
 
 inline std::string ReadFile(const std::string& path) {

@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "model/model.h"
 #include "runtime/kv_cache.h"
+#include "runtime/special_tokens.h"
 #include "runtime/step_builder.h"
 #include "runtime/stop_matcher.h"
 #include "sampling/sampler.h"
@@ -208,17 +209,8 @@ Expected<std::string> Engine::Decode(std::span<const int32_t> ids, bool skip_spe
 }
 
 int64_t Engine::vocab_size() const { return impl_->model->config().vocab_size; }
-int32_t Engine::bos_id() const {
-  if (impl_->model->config().bos_id >= 0) return impl_->model->config().bos_id;
-  return impl_->tokenizer ? impl_->tokenizer->bos_id() : -1;
-}
-std::vector<int32_t> Engine::eos_ids() const {
-  std::vector<int32_t> ids = impl_->model->config().eos_ids;
-  if (impl_->tokenizer)
-    for (int32_t id : impl_->tokenizer->eos_ids())
-      if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
-  return ids;
-}
+int32_t Engine::bos_id() const { return ResolveBosId(impl_->model->config(), impl_->tokenizer.get()); }
+std::vector<int32_t> Engine::eos_ids() const { return ResolveEosIds(impl_->model->config(), impl_->tokenizer.get()); }
 int64_t Engine::max_seq_len() const { return impl_->max_seq_len; }
 std::string Engine::device_name() const { return impl_->backend->name(); }
 double Engine::load_seconds() const { return impl_->load_seconds; }

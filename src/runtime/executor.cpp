@@ -25,6 +25,7 @@
 #include "runtime/sequence.h"
 #include "runtime/step_builder.h"
 #include "runtime/stop_matcher.h"
+#include "runtime/special_tokens.h"
 #include "sampling/sampler.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -118,17 +119,8 @@ class ExecutorImpl final : public Executor {
     opt.add_generation_prompt = add_generation_prompt;
     return chat_template_->Render(messages, opt);
   }
-  int32_t bos_id() const override {
-    if (model_->config().bos_id >= 0) return model_->config().bos_id;
-    return tok_ ? tok_->bos_id() : -1;
-  }
-  std::vector<int32_t> eos_ids() const override {
-    std::vector<int32_t> ids = model_->config().eos_ids;
-    if (tok_)
-      for (int32_t id : tok_->eos_ids())
-        if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
-    return ids;
-  }
+  int32_t bos_id() const override { return ResolveBosId(model_->config(), tok_.get()); }
+  std::vector<int32_t> eos_ids() const override { return ResolveEosIds(model_->config(), tok_.get()); }
 
  private:
   void Loop();

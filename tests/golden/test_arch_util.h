@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "builder/builder.h"
+#include "test_util.h"
 #include "format/safetensors.h"
 #include "kiln/engine.h"
 
@@ -23,13 +24,7 @@ namespace kiln::archtest {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-inline std::string SharedDir() {
-  if (const char* e = std::getenv("KILN_SHARED_DIR")) return e;
-  for (std::string d :
-       {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
-    if (fs::exists(d + "/fixtures")) return d;
-  return "";
-}
+using kiln::test::SharedDir;
 
 inline std::vector<std::string> SubDirs(const std::string& dir) {
   std::vector<std::string> out;

@@ -13,12 +13,13 @@
 #include <vector>
 
 #include "builder/builder.h"
+#include "test_util.h"
 #include "kiln/engine.h"
 #include "kiln/executor.h"
 
 namespace kiln::testing_exec {
 
-inline std::string SharedDir() { return std::string(KILN_SOURCE_DIR) + "/../shared"; }
+using kiln::test::SharedDir;
 
 // Builds (once per process) the named engine: "stories" (stories260K with its
 // tokenizer), "llama" (hf-tiny/llama, f32), "mistral_sliding" (hf-tiny, window

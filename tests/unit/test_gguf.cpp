@@ -15,6 +15,7 @@
 #include "format/gguf.h"
 #include "format/llama2c.h"
 #include "format/safetensors.h"
+#include "test_util.h"
 
 namespace kiln {
 namespace {
@@ -22,13 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string SharedDir() {
-  if (const char* e = std::getenv("KILN_SHARED_DIR")) return e;
-  for (std::string d :
-       {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
-    if (fs::exists(d + "/fixtures")) return d;
-  return "";
-}
+using kiln::test::SharedDir;
 std::string StoriesGguf() { return SharedDir() + "/models/stories260K/stories260K.gguf"; }
 
 #define REQUIRE_FIXTURES()                               \

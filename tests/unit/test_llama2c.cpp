@@ -12,19 +12,14 @@
 #include "format/checkpoint.h"
 #include "format/llama2c.h"
 #include "format/safetensors.h"
+#include "test_util.h"
 
 namespace kiln {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string SharedDir() {
-  if (const char* e = std::getenv("KILN_SHARED_DIR")) return e;
-  for (std::string d :
-       {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
-    if (fs::exists(d + "/fixtures")) return d;
-  return "";
-}
+using kiln::test::SharedDir;
 std::string StoriesDir() { return SharedDir() + "/models/stories260K"; }
 
 #define REQUIRE_FIXTURES()                                                   \

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "format/safetensors.h"
+#include "test_util.h"
 
 namespace kiln {
 namespace {
@@ -19,13 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string SharedDir() {
-  if (const char* e = std::getenv("KILN_SHARED_DIR")) return e;
-  for (std::string d :
-       {std::string(KILN_SOURCE_DIR) + "/shared", std::string(KILN_SOURCE_DIR) + "/../shared"})
-    if (fs::exists(d + "/fixtures")) return d;
-  return "";
-}
+using kiln::test::SharedDir;
 std::string HfFixture() { return SharedDir() + "/fixtures/stories260K-hf/model.safetensors"; }
 
 std::vector<uint8_t> ReadBytes(const std::string& path) {
