@@ -30,23 +30,43 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 date -u | tee -a "$OUT/gpu.txt"
 # kiln_tests reads fixtures at its compiled-in path /work/main/../shared.
 mkdir -p /work/main && ln -sfn "$PWD/.carry/shared" /work/shared
-echo "== GPU executor equality tests"
-timeout 150 .carry/kiln_tests --gtest_filter='ExecutorGpu*' 2>&1 | grep -E "^\[  |Failure|diverg" | tail -15 | tee "$OUT/tests.txt"
+# SECTIONS picks the parts (default all): tests latency throughput hf; QUICK=1 trims each.
+SECTIONS=" ${SECTIONS:-tests latency throughput hf} "
+QUICK=${QUICK:-0}
+on() { [[ "$SECTIONS" == *" $1 "* ]]; }
+if on tests; then
+echo "== GPU executor equality tests, step graphs"
+timeout 200 .carry/kiln_tests --gtest_filter='*ExecutorGpu*:*StepGraphs*:*CudaSampl*' 2>&1 |
+  grep -E "^\[  |Failure|diverg|graphs recorded|Expected|Which is" | tail -30 | tee "$OUT/tests.txt"
+fi
+if on latency; then
 echo "== kiln bench (latency)"
-for cfg in "1 128 256" "1 2048 8" "8 128 64" "32 128 64" "64 128 64"; do
-  set -- $cfg
-  timeout 150 $K bench --engine $E --device cuda --batch $1 --isl $2 --osl $3 --iterations 3 --json \
-    > "$OUT/lat_b$1_isl$2.json" 2>> "$OUT/err.log" || echo "bench failed: $cfg"
-done
+lat() {  # batch isl osl tag [env...]
+  local b=$1 i=$2 o=$3 tag=$4; shift 4
+  env "$@" timeout 150 $K bench --engine $E --device cuda --batch $b --isl $i --osl $o --iterations 3 --json \
+    > "$OUT/lat_b${b}_isl${i}${tag}.json" 2>> "$OUT/err.log" || echo "bench failed: $b $i $o $tag"
+}
+lat 1 128 256 ""
+lat 1 128 256 "_nograph" KILN_CUDA_GRAPHS=0
+lat 1 2048 8 ""
+lat 8 128 64 ""
+[[ $QUICK == 1 ]] || lat 32 128 64 ""
+lat 64 128 64 ""
+fi
+if on throughput; then
 echo "== kiln bench (throughput)"
 tp() { timeout "$5" $K bench --mode throughput --engine $E --device cuda --isl $1 --osl $2 --num-requests $3 \
-         --max-batch-size $4 --json > "$OUT/tp_$1_$2.json" 2>> "$OUT/err.log" || echo "throughput failed: $1/$2"; }
+         --max-batch-size $4 --json ${6:-} > "$OUT/tp_$1_$2_b$4.json" 2>> "$OUT/err.log" || echo "throughput failed: $1/$2"; }
 tp 128 128 1000 256 90
-tp 2048 128 200 128 90
+tp 128 128 1000 512 90 "--max-num-tokens 16384"
+[[ $QUICK == 1 ]] || tp 2048 128 200 128 90
+fi
+if on hf; then
 echo "== HF transformers peer"
 P=.carry/shared/configs/llama-3-8b.json
 timeout 150 python3 bench/peers/hf_generate.py --config $P --batch 1 --isl 128 --osl 256 --iterations 1 > "$OUT/hf_b1.json" 2>> "$OUT/err.log"
 timeout 100 python3 bench/peers/hf_generate.py --config $P --batch 64 --isl 128 --osl 64 --iterations 1 > "$OUT/hf_b64.json" 2>> "$OUT/err.log"
+fi
 python3 - "$OUT" <<'PY'
 import json, sys, glob, os
 out = sys.argv[1]

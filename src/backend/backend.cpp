@@ -27,6 +27,14 @@ void Backend::ArgmaxRows(Tensor ids, const Tensor& logits) {
   (void)CopyToDevice(ids.data, out.data(), out.size() * sizeof(int32_t));
 }
 
+Status Backend::PrepareAttention(const AttentionBatch&, const AttentionShape&) { return Status::Ok(); }
+
+Expected<bool> Backend::ReplayGraph(uint64_t) { return false; }
+
+Status Backend::CaptureGraph(uint64_t, const std::function<Status()>&) {
+  return Unsupported(name() + ": step graphs are not supported");
+}
+
 Expected<double> Backend::MeasureCopyBandwidth(size_t) {
   return Unsupported(name() + ": copy bandwidth measurement is not implemented");
 }

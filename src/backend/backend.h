@@ -7,6 +7,7 @@
 // in order on the backend's stream; only the Copy*ToHost calls and Synchronize() block.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,18 @@ struct AttentionParams {
   int sliding_window = 0;    // 0 = full causal; else attend to the last `window` positions
   float softcap = 0.0f;      // 0 = off; else logits = softcap * tanh(logits / softcap)
   Tensor alibi_slopes;       // f32 [n_heads]; empty = no ALiBi
+};
+
+// Per-step description of a device sampling step (Backend::SampleRows); the layouts of the
+// packed rows and penalty entries are in sampling/device_row.h. All tensors are backend memory.
+struct DeviceSamplingBatch {
+  Tensor rows;          // i32 [n, 16]  one DeviceSamplingRow per logits row
+  Tensor penalties;     // i32 [n_penalties, 4]  DevicePenaltyEntry, grouped by row; may be empty
+  int n_penalties = 0;
+  bool any_logprobs = false;  // some row wants its chosen logprob or top logprobs
+  Tensor workspace;     // f32 [n * (vocab + 4)] scratch: penalised f32 logits, then per-row stats
+  Tensor top_ids;       // i32 [n, kMaxDeviceTopLogprobs] out: best first (first n_top_logprobs valid)
+  Tensor top_logprobs;  // f32 [n, kMaxDeviceTopLogprobs] out
 };
 
 class Backend {
@@ -129,6 +142,28 @@ class Backend {
   // ids[r] (i32 [n]) = argmax of logits[r, :] with the host sampler's rule (NaN as -inf, lowest
   // id on ties, all -inf -> 0). The default brings the logits to the host; CUDA overrides it.
   virtual void ArgmaxRows(Tensor ids, const Tensor& logits);
+
+  // ---- device sampling (the whole chain of src/sampling on the device) ----
+  // ids[r] (i32 [n]) = the host Sampler's draw for logits row r (penalties -> temperature ->
+  // top-k -> top-p -> min-p -> seeded draw), with the parameters, draw counter and penalty
+  // history of batch.rows[r]. logprobs (f32 [n], may be empty) = log-softmax of the raw logits
+  // at ids[r] for rows that ask; batch.top_ids/top_logprobs get each row's top logprobs. Only
+  // ids/logprobs/top lists are meant to travel back to the host. The default brings the logits
+  // to the host and runs the host Sampler (bit-identical to it); CUDA overrides it.
+  virtual void SampleRows(Tensor ids, Tensor logprobs, const Tensor& logits, const DeviceSamplingBatch& batch);
+
+  // ---- step graphs (CUDA graphs; the CPU backend has none) ----
+  // A decode step is a fixed sequence of ops over fixed buffers: record it once, replay it
+  // with one launch. Keys are the caller's; a backend may drop every graph at any time
+  // (e.g. when a workspace it captured grows), so callers always handle "not recorded".
+  virtual bool SupportsGraphs() const { return false; }
+  // Sizes the backend's own attention workspace for `batch` so that recording it needs no
+  // allocation (graphs recorded before a growth are dropped).
+  virtual Status PrepareAttention(const AttentionBatch& batch, const AttentionShape& shape);
+  // Enqueues the graph recorded under `key`; false (nothing enqueued) when there is none.
+  virtual Expected<bool> ReplayGraph(uint64_t key);
+  // Records the ops `enqueue` issues as the graph `key`, then enqueues it once.
+  virtual Status CaptureGraph(uint64_t key, const std::function<Status()>& enqueue);
 
   // ---- measurement (benchmarks) ----
   // Copy bandwidth of this device in GB/s, counting bytes read plus bytes written, over

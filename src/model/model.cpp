@@ -1,6 +1,9 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <vector>
 
@@ -242,6 +245,7 @@ Status Model::Reserve(int64_t max_tokens, int64_t max_logits) {
   if (max_tokens <= max_tokens_ && max_logits <= max_logits_) return Status::Ok();
   max_tokens_ = std::max(max_tokens, max_tokens_);
   max_logits_ = std::max(max_logits, max_logits_);
+  ++reserve_epoch_;  // new scratch addresses: graphs recorded before are stale
   const ModelConfig& c = config_.model;
   const int64_t T = max_tokens_, L = max_logits_, d = c.hidden_size, f = c.intermediate_size;
   const int64_t sizes[] = {T * d, T * d, T * c.qkv_dim(), T * c.q_dim(), T * d, T * 2 * f, T * f, T * d, L * d,
@@ -268,15 +272,82 @@ Tensor Model::Scratch(size_t index, std::initializer_list<int64_t> dims) {
   return Tensor(scratch_[index].get(), backend_.act_dtype(), dims);
 }
 
+namespace {
+
+// Decode steps up to this many sequences are recorded as graphs (KILN_GRAPH_MAX_BATCH); larger
+// steps run long enough that launching op by op costs nothing measurable.
+int64_t GraphMaxBatch() {
+  static const int64_t n = [] {
+    const char* e = std::getenv("KILN_GRAPH_MAX_BATCH");
+    return e ? std::max<int64_t>(0, std::atoll(e)) : int64_t{256};
+  }();
+  return n;
+}
+
+// A graph replays a fixed launch shape, so the attention's length bound is rounded up to a
+// power of two (>= 256): one graph per batch size serves a sequence as it grows.
+int GraphLengthBucket(int len) {
+  int b = 256;
+  while (b < len) b *= 2;
+  return b;
+}
+
+uint64_t Mix(uint64_t h, uint64_t v) { return (h ^ (v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2))) * 0xFF51AFD7ED558CCDull; }
+
+}  // namespace
+
+bool Model::GraphEligible(const StepInputs& in) const {
+  const AttentionBatch& b = in.batch;
+  return !graphs_failed_ && backend_.SupportsGraphs() && config_.model.n_experts == 0 && b.max_q_len == 1 &&
+         b.n_tokens == b.n_seqs && b.n_tokens <= GraphMaxBatch();
+}
+
 Expected<Tensor> Model::Forward(const StepInputs& in, std::vector<KvCacheLayer>& cache) {
   const ModelConfig& c = config_.model;
-  const int64_t T = in.batch.n_tokens, L = in.n_logits, d = c.hidden_size, f = c.intermediate_size;
+  const int64_t T = in.batch.n_tokens, L = in.n_logits;
   if (T <= 0 || T > max_tokens_ || L > max_logits_)
     return InvalidArgument("step of " + std::to_string(T) + " tokens / " + std::to_string(L) +
                            " logits exceeds the reserved workspace (" + std::to_string(max_tokens_) + " / " +
                            std::to_string(max_logits_) + ")");
   if (static_cast<int64_t>(cache.size()) != c.n_layers) return Internal("KV cache has the wrong number of layers");
-  KILN_RETURN_IF_ERROR(UpdateRope(in.batch.max_seq_len));
+  KILN_RETURN_IF_ERROR(UpdateRope(in.batch.max_seq_len));  // a host copy: never inside a graph
+  const Tensor logits = Scratch(9, {std::max<int64_t>(L, 1), c.vocab_size});
+  if (!GraphEligible(in)) {
+    Enqueue(in, cache);
+    return logits.SliceRows(0, L);
+  }
+  StepInputs g = in;
+  g.batch.max_seq_len = GraphLengthBucket(in.batch.max_seq_len);
+  uint64_t key = 0;
+  for (uint64_t v : {uint64_t(T), uint64_t(L), uint64_t(g.batch.n_seqs), uint64_t(g.batch.max_seq_len),
+                     uint64_t(g.batch.block_size), uint64_t(g.batch.max_blocks_per_seq),
+                     reinterpret_cast<uint64_t>(g.token_ids.data), reinterpret_cast<uint64_t>(g.logit_rows.data),
+                     reinterpret_cast<uint64_t>(g.batch.positions.data),
+                     reinterpret_cast<uint64_t>(g.batch.block_tables.data), reinterpret_cast<uint64_t>(cache[0].k.data),
+                     uint64_t(cache[0].k.dim(0)), reserve_epoch_})
+    key = Mix(key, v);
+  KILN_ASSIGN_OR_RETURN(bool replayed, backend_.ReplayGraph(key));
+  if (replayed) return logits.SliceRows(0, L);
+  const AttentionShape shape{static_cast<int>(c.n_heads), static_cast<int>(c.n_kv_heads), static_cast<int>(c.head_dim)};
+  Status st = backend_.PrepareAttention(g.batch, shape);
+  if (st.ok()) st = backend_.CaptureGraph(key, [&] {
+    Enqueue(g, cache);
+    return Status::Ok();
+  });
+  if (!st.ok()) {
+    // Recording failed (nothing ran): run this and every later step op by op.
+    std::fprintf(stderr, "kiln: step graphs disabled: %s\n", st.message().c_str());
+    graphs_failed_ = true;
+    Enqueue(in, cache);
+  } else {
+    ++graphs_recorded_;
+  }
+  return logits.SliceRows(0, L);
+}
+
+void Model::Enqueue(const StepInputs& in, std::vector<KvCacheLayer>& cache) {
+  const ModelConfig& c = config_.model;
+  const int64_t T = in.batch.n_tokens, L = in.n_logits, d = c.hidden_size, f = c.intermediate_size;
   Backend& b = backend_;
   const bool rms = c.norm == "rms", off = c.norm_unit_offset;
   const float eps = static_cast<float>(c.norm_eps);
@@ -356,13 +427,12 @@ Expected<Tensor> Model::Forward(const StepInputs& in, std::vector<KvCacheLayer>&
     pending = &dn;
   }
   b.AddNorm(h, x, *pending, final_norm_w_, final_norm_b_, eps, rms, off);
-  if (L == 0) return logits.SliceRows(0, 0);
+  if (L == 0) return;
   Tensor hl_used = hl.SliceRows(0, L);
   Tensor logits_used = logits.SliceRows(0, L);
   b.GatherRows(hl_used, h, in.logit_rows);
   b.Linear(logits_used, hl_used, lm_head_, lm_head_bias_);
   if (c.final_softcap > 0) b.Softcap(logits_used, static_cast<float>(c.final_softcap));
-  return logits_used;
 }
 
 }  // namespace kiln

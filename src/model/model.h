@@ -61,6 +61,9 @@ class Model {
   // backend memory owned by the model, valid until the next Forward).
   Expected<Tensor> Forward(const StepInputs& in, std::vector<KvCacheLayer>& cache);
 
+  // Decode steps recorded as replayable graphs so far (CUDA backend; 0 elsewhere).
+  int graphs_recorded() const { return graphs_recorded_; }
+
   // RoPE inverse frequencies for the positions this step reaches (dynamic scaling only
   // changes them with length); uploads when they change.
   Status UpdateRope(int64_t seq_len);
@@ -70,6 +73,9 @@ class Model {
   Status LoadWeights(const std::string& engine_dir, const Progress& progress);
   Status GenerateDummyWeights(const Progress& progress);
   Tensor Scratch(size_t index, std::initializer_list<int64_t> dims);
+  // Enqueues every op of one step (no host work: it may be recorded as a graph).
+  void Enqueue(const StepInputs& in, std::vector<KvCacheLayer>& cache);
+  bool GraphEligible(const StepInputs& in) const;
 
   Backend& backend_;
   EngineConfig config_;
@@ -88,6 +94,9 @@ class Model {
 
   int64_t max_tokens_ = 0, max_logits_ = 0;
   std::vector<DeviceBuffer> scratch_;
+  bool graphs_failed_ = false;
+  int graphs_recorded_ = 0;
+  uint64_t reserve_epoch_ = 0;
 };
 
 }  // namespace kiln

@@ -4,8 +4,10 @@
 
 namespace kiln {
 
-// Layout of the packed int32 buffer (offsets in elements):
-//   tokens [T] | positions [T] | slots [T] | logit_rows [T] | q_start [S+1] | seq_lens [S] | tables [S*B]
+// Layout of the packed int32 buffer (offsets in elements), packed for this step's T tokens,
+// L logits rows and S sequences so that one small copy moves it (the offsets depend only on
+// (T, L, S): a step graph recorded for that shape finds its inputs at the same addresses):
+//   tokens [T] | positions [T] | slots [T] | logit_rows [max(L,1)] | q_start [S+1] | seq_lens [S] | tables [S*B]
 Status StepBuilder::Reserve(Backend& b, int max_tokens, int max_seqs, int max_blocks_per_seq) {
   if (backend_ == &b && max_tokens <= max_tokens_ && max_seqs <= max_seqs_ && max_blocks_per_seq <= max_blocks_)
     return Status::Ok();
@@ -40,12 +42,14 @@ Expected<StepInputs> StepBuilder::Build(std::span<const SequenceChunk> chunks, i
     return Internal("step builder: step of " + std::to_string(T) + " tokens / " + std::to_string(S) +
                     " sequences exceeds the reservation");
   int32_t* tok = host_.data();
-  int32_t* pos = tok + max_tokens_;
-  int32_t* slot = pos + max_tokens_;
-  int32_t* rows = slot + max_tokens_;
-  int32_t* qs = rows + max_tokens_;
-  int32_t* lens = qs + max_seqs_ + 1;
-  int32_t* tables = lens + max_seqs_;
+  int32_t* pos = tok + T;
+  int32_t* slot = pos + T;
+  int32_t* rows = slot + T;
+  int32_t* qs = rows + std::max(L, 1);
+  int32_t* lens = qs + S + 1;
+  int32_t* tables = lens + S;
+  const size_t used = static_cast<size_t>(tables - host_.data()) + static_cast<size_t>(S) * max_blocks_;
+  rows[0] = 0;
   int t = 0, l = 0;
   for (int s = 0; s < S; ++s) {
     const auto& c = chunks[s];
@@ -65,7 +69,7 @@ Expected<StepInputs> StepBuilder::Build(std::span<const SequenceChunk> chunks, i
     }
   }
   qs[S] = t;
-  KILN_RETURN_IF_ERROR(backend_->CopyToDevice(device_.get(), host_.data(), host_.size() * sizeof(int32_t)));
+  KILN_RETURN_IF_ERROR(backend_->CopyToDevice(device_.get(), host_.data(), used * sizeof(int32_t)));
   int32_t* d = static_cast<int32_t*>(device_.get());
   auto at = [&](int32_t* host_ptr) { return d + (host_ptr - host_.data()); };
   StepInputs in;

@@ -4,13 +4,13 @@
 // Weights are held in act_dtype (f32 exactness runs convert at upload). Ops return void, so a
 // failure (bad dtype/shape, launch error) is recorded as the backend's first error and
 // returned by the next Synchronize() / CopyToHost*().
-#include <algorithm>
-#include <vector>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/backend.h"
@@ -42,10 +42,13 @@ class CudaBackend final : public Backend {
     // KILN_CUDA_PREFILL_ATTN=0 sends every attention call to the split-K kernel (tests, A/B).
     const char* env = std::getenv("KILN_CUDA_PREFILL_ATTN");
     prefill_enabled_ = !(env && env[0] == '0');
+    const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
+    graphs_enabled_ = !(graphs && graphs[0] == '0');
   }
   ~CudaBackend() override {
     cudaSetDevice(device_);
     if (stream_) cudaStreamSynchronize(stream_);
+    DropGraphs();
     if (attn_ws_) cudaFree(attn_ws_);
     if (staging_) cudaFree(staging_);
     lt_.reset();
@@ -266,18 +269,70 @@ class CudaBackend final : public Backend {
     }
     const size_t ws = cuda::DecodeAttentionWorkspaceBytes(a, num_sms_);
     if (ws > attn_ws_bytes_) {
-      cudaStreamSynchronize(stream_);
-      if (attn_ws_) cudaFree(attn_ws_);
-      attn_ws_ = nullptr;
-      attn_ws_bytes_ = 0;
-      if (cudaMalloc(&attn_ws_, ws) != cudaSuccess) {
-        cudaGetLastError();
-        attn_ws_ = nullptr;
-        return Fail("Attention: cannot allocate " + std::to_string(ws) + " bytes of split-K workspace");
-      }
-      attn_ws_bytes_ = ws;
+      if (capturing_) return Fail("Attention: split-K workspace not prepared before recording a step graph");
+      Status st = GrowAttentionWorkspace(ws);
+      if (!st.ok()) return Fail("Attention: " + st.message());
     }
     Record(cuda::LaunchDecodeAttention(a, et_, attn_ws_, num_sms_, stream_), "Attention (split-K)");
+  }
+
+  // ---- step graphs ----
+  bool SupportsGraphs() const override { return graphs_enabled_; }
+  Status PrepareAttention(const AttentionBatch& batch, const AttentionShape& s) override {
+    cuda::AttnArgs a;
+    a.n_seqs = batch.n_seqs;
+    a.n_tokens = batch.n_tokens;
+    a.max_q_len = batch.max_q_len;
+    a.max_seq_len = batch.max_seq_len;
+    a.n_heads = s.n_heads;
+    a.n_kv_heads = s.n_kv_heads;
+    a.head_dim = s.head_dim;
+    if (a.n_kv_heads <= 0) return Status::Ok();
+    const size_t ws = cuda::DecodeAttentionWorkspaceBytes(a, num_sms_);
+    return ws > attn_ws_bytes_ ? GrowAttentionWorkspace(ws) : Status::Ok();
+  }
+  Expected<bool> ReplayGraph(uint64_t key) override {
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return false;
+    cudaError_t e = cudaGraphLaunch(it->second, stream_);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return Internal(name_ + ": step graph launch: " + CudaErr(e));
+    }
+    return true;
+  }
+  Status CaptureGraph(uint64_t key, const std::function<Status()>& enqueue) override {
+    KILN_RETURN_IF_ERROR(Synchronize());  // report earlier errors as theirs, not the capture's
+    cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return Internal(name_ + ": cannot start recording a step graph: " + CudaErr(e));
+    }
+    capturing_ = true;
+    Status st = enqueue();
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    e = cudaStreamEndCapture(stream_, &graph);
+    if (st.ok() && !error_.ok()) st = error_;
+    error_ = Status::Ok();
+    if (st.ok() && e != cudaSuccess) st = Internal(name_ + ": recording a step graph failed: " + CudaErr(e));
+    cudaGraphExec_t exec = nullptr;
+    if (st.ok()) {
+      e = cudaGraphInstantiate(&exec, graph, 0);
+      if (e != cudaSuccess) st = Internal(name_ + ": cannot instantiate a step graph: " + CudaErr(e));
+    }
+    if (graph) cudaGraphDestroy(graph);
+    if (!st.ok()) {
+      cudaGetLastError();
+      return st;
+    }
+    graphs_[key] = exec;
+    e = cudaGraphLaunch(exec, stream_);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return Internal(name_ + ": step graph launch: " + CudaErr(e));
+    }
+    return Status::Ok();
   }
   void GatedActivation(Tensor out, const Tensor& gate_up, Activation act) override {
     if (!Act("GatedActivation", {&out, &gate_up})) return;
@@ -309,6 +364,26 @@ class CudaBackend final : public Backend {
 
  private:
   static constexpr int kPrefillMinQ = 16;
+
+  void DropGraphs() {
+    for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+    graphs_.clear();
+  }
+  // Graphs hold the old workspace's address: growing it drops them.
+  Status GrowAttentionWorkspace(size_t bytes) {
+    cudaStreamSynchronize(stream_);
+    DropGraphs();
+    if (attn_ws_) cudaFree(attn_ws_);
+    attn_ws_ = nullptr;
+    attn_ws_bytes_ = 0;
+    if (cudaMalloc(&attn_ws_, bytes) != cudaSuccess) {
+      cudaGetLastError();
+      attn_ws_ = nullptr;
+      return Status(ErrorCode::kOutOfMemory, "cannot allocate " + std::to_string(bytes) + " bytes of split-K workspace");
+    }
+    attn_ws_bytes_ = bytes;
+    return Status::Ok();
+  }
 
   void Fail(const std::string& msg) {
     if (error_.ok()) error_ = InvalidArgument(name_ + ": " + msg);
@@ -376,6 +451,9 @@ class CudaBackend final : public Backend {
   void* staging_ = nullptr;
   size_t staging_bytes_ = 0;
   bool prefill_enabled_ = true;
+  bool graphs_enabled_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
+  bool capturing_ = false;
+  std::unordered_map<uint64_t, cudaGraphExec_t> graphs_;
   Status error_;
 };
 
