@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -105,7 +106,13 @@ Expected<std::unique_ptr<Model>> Model::Load(const std::string& engine_dir, Back
   if (m->config_.tp != 1 || m->config_.pp != 1)
     return Unsupported("engine '" + engine_dir + "' is sharded for tp=" + std::to_string(m->config_.tp) +
                        ", pp=" + std::to_string(m->config_.pp) + "; load it with one process per rank");
-  KILN_RETURN_IF_ERROR(m->LoadWeights(engine_dir, progress));
+  const auto t0 = std::chrono::steady_clock::now();
+  KILN_RETURN_IF_ERROR(m->LoadWeights(engine_dir, progress));  // ends with a synchronize
+  m->load_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (progress)
+    std::fprintf(stderr, "kiln: %s %.2f GB of weights in %.2f s (%.1f GB/s) on %s\n",
+                 m->config_.dummy_weights ? "generated" : "loaded", m->weight_bytes_ / 1e9, m->load_seconds_,
+                 m->weight_bytes_ / 1e9 / std::max(m->load_seconds_, 1e-9), backend.name().c_str());
   KILN_RETURN_IF_ERROR(m->UpdateRope(0));
   return m;
 }

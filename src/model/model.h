@@ -50,6 +50,7 @@ class Model {
   const ModelConfig& config() const { return config_.model; }
   Backend& backend() { return backend_; }
   size_t weight_bytes() const { return weight_bytes_; }
+  double load_seconds() const { return load_seconds_; }  // Load(): weights read, uploaded, synced
 
   // Sizes the activation workspace for up to `max_tokens` tokens and `max_logits` logit rows
   // per step. Called once (again only to grow); pointers stay stable between calls.
@@ -91,6 +92,7 @@ class Model {
   RopeSpec rope_;
   int64_t rope_len_ = -1;
   size_t weight_bytes_ = 0;
+  double load_seconds_ = 0;
 
   int64_t max_tokens_ = 0, max_logits_ = 0;
   std::vector<DeviceBuffer> scratch_;

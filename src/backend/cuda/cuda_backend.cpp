@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <thread>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -16,6 +18,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/gemm_lt.h"
 #include "backend/cuda/kernels/kernels.h"
+#include "backend/cuda/kernels/sampling.h"
 
 namespace kiln {
 namespace {
@@ -50,7 +53,11 @@ class CudaBackend final : public Backend {
     if (stream_) cudaStreamSynchronize(stream_);
     DropGraphs();
     if (attn_ws_) cudaFree(attn_ws_);
-    if (staging_) cudaFree(staging_);
+    for (int i = 0; i < 2; ++i) {
+      if (pinned_[i]) cudaFreeHost(pinned_[i]);
+      if (device_stage_[i]) cudaFree(device_stage_[i]);
+      if (upload_done_[i]) cudaEventDestroy(upload_done_[i]);
+    }
     lt_.reset();
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -357,6 +364,23 @@ class CudaBackend final : public Backend {
     Record(cuda::LaunchArgmaxRows(ids.ptr<int32_t>(), logits.data, logits.rows(), logits.cols(), et_, stream_),
            "ArgmaxRows");
   }
+  void SampleRows(Tensor ids, Tensor logprobs, const Tensor& logits, const DeviceSamplingBatch& b) override {
+    if (!Act("SampleRows", {&logits}) || !I32("SampleRows", ids) || !F32("SampleRows", b.workspace)) return;
+    cuda::SampleRowsArgs a;
+    a.ids = ids.ptr<int32_t>();
+    a.logprobs = logprobs.empty() ? nullptr : logprobs.ptr<float>();
+    a.top_ids = b.top_ids.empty() ? nullptr : b.top_ids.ptr<int32_t>();
+    a.top_logprobs = b.top_logprobs.empty() ? nullptr : b.top_logprobs.ptr<float>();
+    a.logits = logits.data;
+    a.params = static_cast<const DeviceSamplingRow*>(b.rows.data);
+    a.penalties = static_cast<const DevicePenaltyEntry*>(b.penalties.data);
+    a.n_penalties = b.n_penalties;
+    a.workspace = b.workspace.ptr<float>();
+    a.rows = logits.rows();
+    a.vocab = logits.cols();
+    a.any_logprobs = b.any_logprobs;
+    Record(cuda::LaunchSampleRows(a, et_, stream_), "SampleRows");
+  }
   void Softcap(Tensor x, float cap) override {
     if (!Act("Softcap", {&x})) return;
     Record(cuda::LaunchSoftcap(x.data, x.numel(), cap, et_, stream_), "Softcap");
@@ -413,32 +437,72 @@ class CudaBackend final : public Backend {
     Fail(std::string(op) + ": expected i32 indices, got " + std::string(DTypeName(t.dtype)));
     return false;
   }
-  // Copies n host elements of type st to device memory dst (act dtype), converting on the GPU.
+  // Copies n host elements of type st (e.g. an mmap'ed safetensors tensor) to device memory dst
+  // (act dtype) through two pinned staging buffers: while chunk i's DMA (and conversion on the
+  // GPU) runs, chunk i+1 is copied into the other buffer; nothing waits for the last chunk.
   Status CopyConverted(void* dst, const void* src, ElemType st, int64_t n) {
-    const size_t src_bytes = cuda::ElemBytes(st) * n;
-    if (st == et_) return CopyToDevice(dst, src, src_bytes);
-    if (src_bytes > staging_bytes_) {
-      cudaStreamSynchronize(stream_);
-      if (staging_) cudaFree(staging_);
-      staging_ = nullptr;
-      staging_bytes_ = 0;
-      if (cudaMalloc(&staging_, src_bytes) != cudaSuccess) {
+    KILN_RETURN_IF_ERROR(EnsureUploadStaging(st != et_));
+    const size_t src_elem = cuda::ElemBytes(st), dst_elem = cuda::ElemBytes(et_);
+    const int64_t chunk = static_cast<int64_t>(kUploadChunk / src_elem);
+    for (int64_t off = 0, i = 0; off < n; off += chunk, ++i) {
+      const int slot = static_cast<int>(i % 2);
+      const int64_t m = std::min(chunk, n - off);
+      cudaError_t e = cudaEventSynchronize(upload_done_[slot]);  // the DMA out of this buffer is over
+      if (e != cudaSuccess) return Internal(name_ + ": weight upload: " + CudaErr(e));
+      ParallelCopy(pinned_[slot], static_cast<const uint8_t*>(src) + off * src_elem, m * src_elem);
+      void* dst_chunk = static_cast<uint8_t*>(dst) + off * dst_elem;
+      void* landing = st == et_ ? dst_chunk : device_stage_[slot];
+      e = cudaMemcpyAsync(landing, pinned_[slot], m * src_elem, cudaMemcpyHostToDevice, stream_);
+      if (e == cudaSuccess && st != et_) e = cuda::LaunchConvert(device_stage_[slot], st, dst_chunk, et_, m, stream_);
+      if (e == cudaSuccess) e = cudaEventRecord(upload_done_[slot], stream_);
+      if (e != cudaSuccess) {
         cudaGetLastError();
-        staging_ = nullptr;
-        return Status(ErrorCode::kOutOfMemory, name_ + ": cannot allocate a " + std::to_string(src_bytes) +
-                                                   "-byte upload staging buffer");
+        return Internal(name_ + ": weight upload: " + CudaErr(e));
       }
-      staging_bytes_ = src_bytes;
     }
-    KILN_RETURN_IF_ERROR(CopyToDevice(staging_, src, src_bytes));
-    cudaError_t e = cuda::LaunchConvert(staging_, st, dst, et_, n, stream_);
-    if (e != cudaSuccess) return Internal(name_ + ": weight conversion: " + CudaErr(e));
-    // The staging buffer is reused by the next upload: wait for this conversion.
-    e = cudaStreamSynchronize(stream_);
-    if (e != cudaSuccess) return Internal(name_ + ": weight conversion: " + CudaErr(e));
     return Status::Ok();
   }
+  Status EnsureUploadStaging(bool converting) {
+    if (!pinned_[0]) {
+      for (int i = 0; i < 2; ++i) {
+        if (cudaHostAlloc(&pinned_[i], kUploadChunk, cudaHostAllocDefault) != cudaSuccess ||
+            cudaEventCreateWithFlags(&upload_done_[i], cudaEventDisableTiming) != cudaSuccess) {
+          cudaGetLastError();
+          return Status(ErrorCode::kOutOfMemory, name_ + ": cannot allocate pinned upload staging buffers");
+        }
+        cudaEventRecord(upload_done_[i], stream_);
+      }
+    }
+    if (converting && !device_stage_[0]) {
+      for (int i = 0; i < 2; ++i) {
+        if (cudaMalloc(&device_stage_[i], kUploadChunk) != cudaSuccess) {
+          cudaGetLastError();
+          return Status(ErrorCode::kOutOfMemory, name_ + ": cannot allocate device upload staging buffers");
+        }
+      }
+    }
+    return Status::Ok();
+  }
+  // memcpy out of a (possibly cold) mmap: several threads fault pages in at once.
+  static void ParallelCopy(void* dst, const void* src, size_t bytes) {
+    constexpr size_t kPerThread = 4u << 20;
+    const size_t parts = std::min<size_t>(8, (bytes + kPerThread - 1) / kPerThread);
+    if (parts <= 1) {
+      std::memcpy(dst, src, bytes);
+      return;
+    }
+    const size_t step = (bytes + parts - 1) / parts;
+    std::vector<std::thread> threads;
+    for (size_t p = 1; p < parts; ++p) {
+      const size_t b = p * step, e = std::min(bytes, b + step);
+      if (b < e)
+        threads.emplace_back([=] { std::memcpy(static_cast<uint8_t*>(dst) + b, static_cast<const uint8_t*>(src) + b, e - b); });
+    }
+    std::memcpy(dst, src, std::min(step, bytes));
+    for (auto& t : threads) t.join();
+  }
 
+  static constexpr size_t kUploadChunk = 32u << 20;
   int device_;
   DType act_;
   ElemType et_ = ElemType::kF32;
@@ -448,8 +512,9 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cuda::LtGemm> lt_;
   void* attn_ws_ = nullptr;
   size_t attn_ws_bytes_ = 0;
-  void* staging_ = nullptr;
-  size_t staging_bytes_ = 0;
+  void* pinned_[2] = {nullptr, nullptr};        // host upload staging (pinned)
+  void* device_stage_[2] = {nullptr, nullptr};  // device landing for converting uploads
+  cudaEvent_t upload_done_[2] = {nullptr, nullptr};
   bool prefill_enabled_ = true;
   bool graphs_enabled_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
   bool capturing_ = false;
