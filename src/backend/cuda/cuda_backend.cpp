@@ -248,29 +248,16 @@ class CudaBackend final : public Backend {
     if (s.n_kv_heads <= 0 || s.n_heads % s.n_kv_heads != 0)
       return Fail("Attention: " + std::to_string(s.n_heads) + " query heads are not a multiple of " +
                   std::to_string(s.n_kv_heads) + " KV heads");
-    cuda::AttnArgs a;
+    cuda::AttnArgs a = ArgsOf(batch, s);
     a.out = out.data;
     a.qkv = qkv.data;
     a.k_cache = cache.k.data;
     a.v_cache = cache.v.data;
-    a.positions = batch.positions.ptr<int32_t>();
-    a.q_start = batch.q_start.ptr<int32_t>();
-    a.seq_lens = batch.seq_lens.ptr<int32_t>();
-    a.block_tables = batch.block_tables.ptr<int32_t>();
     a.alibi = p.alibi_slopes.empty() ? nullptr : p.alibi_slopes.ptr<float>();
-    a.n_seqs = batch.n_seqs;
-    a.n_tokens = batch.n_tokens;
-    a.max_q_len = batch.max_q_len;
-    a.max_seq_len = batch.max_seq_len;
-    a.max_blocks_per_seq = batch.max_blocks_per_seq;
-    a.block_size = batch.block_size;
-    a.n_heads = s.n_heads;
-    a.n_kv_heads = s.n_kv_heads;
-    a.head_dim = s.head_dim;
     a.scale = p.scale;
     a.sliding_window = p.sliding_window;
     a.softcap = p.softcap;
-    if (prefill_enabled_ && batch.max_q_len >= kPrefillMinQ && cuda::PrefillAttentionSupported(a, et_)) {
+    if (UsesPrefillKernel(a)) {
       Record(cuda::LaunchPrefillAttention(a, et_, stream_), "Attention (prefill)");
       return;
     }
@@ -286,15 +273,8 @@ class CudaBackend final : public Backend {
   // ---- step graphs ----
   bool SupportsGraphs() const override { return graphs_enabled_; }
   Status PrepareAttention(const AttentionBatch& batch, const AttentionShape& s) override {
-    cuda::AttnArgs a;
-    a.n_seqs = batch.n_seqs;
-    a.n_tokens = batch.n_tokens;
-    a.max_q_len = batch.max_q_len;
-    a.max_seq_len = batch.max_seq_len;
-    a.n_heads = s.n_heads;
-    a.n_kv_heads = s.n_kv_heads;
-    a.head_dim = s.head_dim;
-    if (a.n_kv_heads <= 0) return Status::Ok();
+    const cuda::AttnArgs a = ArgsOf(batch, s);
+    if (a.n_kv_heads <= 0 || a.n_tokens <= 0 || UsesPrefillKernel(a)) return Status::Ok();
     const size_t ws = cuda::DecodeAttentionWorkspaceBytes(a, num_sms_);
     return ws > attn_ws_bytes_ ? GrowAttentionWorkspace(ws) : Status::Ok();
   }
@@ -389,6 +369,26 @@ class CudaBackend final : public Backend {
  private:
   static constexpr int kPrefillMinQ = 16;
 
+  static cuda::AttnArgs ArgsOf(const AttentionBatch& batch, const AttentionShape& s) {
+    cuda::AttnArgs a;
+    a.positions = batch.positions.ptr<int32_t>();
+    a.q_start = batch.q_start.ptr<int32_t>();
+    a.seq_lens = batch.seq_lens.ptr<int32_t>();
+    a.block_tables = batch.block_tables.ptr<int32_t>();
+    a.n_seqs = batch.n_seqs;
+    a.n_tokens = batch.n_tokens;
+    a.max_q_len = batch.max_q_len;
+    a.max_seq_len = batch.max_seq_len;
+    a.max_blocks_per_seq = batch.max_blocks_per_seq;
+    a.block_size = batch.block_size;
+    a.n_heads = s.n_heads;
+    a.n_kv_heads = s.n_kv_heads;
+    a.head_dim = s.head_dim;
+    return a;
+  }
+  bool UsesPrefillKernel(const cuda::AttnArgs& a) const {
+    return prefill_enabled_ && a.max_q_len >= kPrefillMinQ && cuda::PrefillAttentionSupported(a, et_);
+  }
   void DropGraphs() {
     for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
     graphs_.clear();
