@@ -286,7 +286,7 @@ namespace {
 int64_t GraphMaxBatch() {
   static const int64_t n = [] {
     const char* e = std::getenv("KILN_GRAPH_MAX_BATCH");
-    return e ? std::max<int64_t>(0, std::atoll(e)) : int64_t{256};
+    return e ? std::max<int64_t>(0, std::atoll(e)) : int64_t{64};
   }();
   return n;
 }
