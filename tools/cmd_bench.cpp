@@ -10,6 +10,7 @@
 #include <random>
 
 #include "backend/backend.h"
+#include "bench_requests.h"
 #include "bench_throughput.h"
 #include "command.h"
 #include "format/engine_config.h"
@@ -53,43 +54,18 @@ struct Round {
 };
 
 // Runs `batch` requests of isl/osl together and returns mean TTFT, TPOT and end-to-end time.
-Round RunBatch(Executor& ex, int batch, int isl, int osl, uint64_t seed, int64_t vocab) {
+Round RunBatch(Executor& ex, int batch, int isl, int osl, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int32_t> tok(3, static_cast<int32_t>(vocab - 1));
-  std::mutex mu;
-  std::condition_variable cv;
-  int done = 0;
+  std::vector<Request> reqs;
+  for (int b = 0; b < batch; ++b) reqs.push_back(SyntheticRequest(rng, ex.vocab_size(), isl, osl));
+  std::vector<Timing> timings;
+  Drive(ex, reqs, 0, &timings);
   Round r;
-  std::vector<RequestStats> stats;
-  for (int b = 0; b < batch; ++b) {
-    Request q;
-    q.prompt.resize(isl);
-    for (auto& t : q.prompt) t = tok(rng);
-    q.sampling.temperature = 0;
-    q.max_tokens = osl;
-    q.ignore_eos = true;
-    q.detokenize = false;
-    q.return_logprob = false;  // the bench measures the model, not a log-softmax over the vocab
-    auto id = ex.Enqueue(std::move(q), [&](const RequestEvent& ev) {
-      if (!ev.finished) return;
-      std::lock_guard<std::mutex> lock(mu);
-      if (ev.finish_reason == "error") r.error = ev.error;
-      stats.push_back(ev.stats);
-      ++done;
-      cv.notify_all();
-    });
-    if (!id.ok()) {
-      r.error = id.status().message();
-      std::lock_guard<std::mutex> lock(mu);
-      ++done;
-    }
-  }
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait(lock, [&] { return done == batch; });
-  for (const auto& s : stats) {
-    r.ttft_ms += s.ttft_ms / stats.size();
-    r.e2e_ms += s.e2e_ms / stats.size();
-    if (s.generated_tokens > 1) r.tpot_ms += (s.e2e_ms - s.ttft_ms) / (s.generated_tokens - 1) / stats.size();
+  for (const Timing& t : timings) {
+    if (t.finish_reason == "error") r.error = t.error;
+    r.ttft_ms += t.ttft_ms() / batch;
+    r.e2e_ms += t.e2e_ms() / batch;
+    r.tpot_ms += t.tpot_ms() / batch;
   }
   return r;
 }
@@ -123,10 +99,10 @@ int RunLatency(const BenchArgs& a) {
     auto ex = Executor::Create(t.engine_dir, opts);
     if (!ex.ok()) Fail(ex.status());
     gpu = (*ex)->device_name();
-    Round warm = RunBatch(**ex, a.batch, t.isl, std::min(t.osl, 8), t.seed + 999, (*ex)->vocab_size());
+    Round warm = RunBatch(**ex, a.batch, t.isl, std::min(t.osl, 8), t.seed + 999);
     if (!warm.error.empty()) Fail("bench warm-up: " + warm.error);
     for (int i = 0; i < a.iterations; ++i) {
-      Round r = RunBatch(**ex, a.batch, t.isl, t.osl, t.seed + i, (*ex)->vocab_size());
+      Round r = RunBatch(**ex, a.batch, t.isl, t.osl, t.seed + i);
       if (!r.error.empty()) Fail("bench: " + r.error);
       ttft.push_back(r.ttft_ms);
       tpot.push_back(r.tpot_ms);

@@ -8,20 +8,15 @@
 #include <random>
 #include <vector>
 
+#include "bench_requests.h"
 #include "bench_throughput.h"
 #include "command.h"
+#include "engine_flags.h"
 
 namespace kiln::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-struct Timing {
-  Clock::time_point enqueued, first, done;
-  int tokens = 0;
-  bool has_first = false;
-  std::string finish_reason, error;
-};
+using Clock = BenchClock;
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0.0;
@@ -43,51 +38,11 @@ nlohmann::json Stats(const std::vector<double>& v) {
       {"mean", Mean(v)}, {"p50", Percentile(v, 50)}, {"p90", Percentile(v, 90)}, {"p99", Percentile(v, 99)}};
 }
 
-// Runs `reqs` keeping at most `concurrency` in flight; fills timings.
-void Drive(Executor& ex, const std::vector<Request>& reqs, int concurrency, std::vector<Timing>* timings) {
-  std::mutex mu;
-  std::condition_variable cv;
-  int in_flight = 0;
-  timings->assign(reqs.size(), Timing{});
-  const int limit = concurrency > 0 ? concurrency : static_cast<int>(reqs.size());
-  for (size_t i = 0; i < reqs.size(); ++i) {
-    {
-      std::unique_lock<std::mutex> lk(mu);
-      cv.wait(lk, [&] { return in_flight < limit; });
-      ++in_flight;
-      (*timings)[i].enqueued = Clock::now();
-    }
-    auto id = ex.Enqueue(reqs[i], [&, i](const RequestEvent& ev) {
-      const auto now = Clock::now();
-      std::lock_guard<std::mutex> lk(mu);
-      Timing& t = (*timings)[i];
-      if (ev.token >= 0) {
-        if (!t.has_first) {
-          t.has_first = true;
-          t.first = now;
-        }
-        ++t.tokens;
-      }
-      if (ev.finished) {
-        t.done = now;
-        t.finish_reason = ev.finish_reason;
-        t.error = ev.error;
-        --in_flight;
-        cv.notify_all();
-      }
-    });
-    if (!id.ok()) Fail(id.status());
-  }
-  ex.WaitAll();
-}
-
 }  // namespace
 
 void AddThroughputFlags(CLI::App* cmd, ThroughputArgs* a) {
   ExecutorOptions& e = a->exec;
   cmd->add_option("--engine", a->engine_dir, "engine directory (from kiln build)")->required();
-  cmd->add_option("--device", e.device, "auto, cpu, cuda or cuda:N");
-  cmd->add_flag("--f32", e.f32_activations, "compute activations in f32 on the GPU");
   cmd->add_option("--isl", a->isl, "input (prompt) tokens per request")->required();
   cmd->add_option("--osl", a->osl, "output tokens per request (EOS ignored)")->required();
   cmd->add_option("--num-requests", a->num_requests, "requests to run");
@@ -96,16 +51,7 @@ void AddThroughputFlags(CLI::App* cmd, ThroughputArgs* a) {
   cmd->add_option("--warmup", a->warmup, "short requests run before timing");
   cmd->add_option("--seed", a->seed, "seed of the random prompt ids");
   cmd->add_flag("--json", a->json, "print the report as JSON");
-  cmd->add_option("--max-batch-size", e.max_batch_size, "sequences per step");
-  cmd->add_option("--max-num-tokens", e.max_num_tokens, "tokens per step (prefill chunks + decode tokens)");
-  cmd->add_option("--max-seq-len", e.max_seq_len, "longest sequence in tokens (0 = the model's)");
-  cmd->add_option("--kv-cache-fraction", e.kv_cache_fraction, "fraction of free memory for the KV cache");
-  cmd->add_option("--kv-cache-bytes", e.kv_cache_bytes, "hard cap on KV-cache bytes (0 = none)");
-  cmd->add_option("--block-size", e.block_size, "KV cache block size in tokens");
-  cmd->add_option("--enable-prefix-caching", e.enable_prefix_caching, "share KV of common prompt prefixes");
-  cmd->add_option("--scheduler-policy", e.scheduler_policy, "max_utilization or guaranteed_no_evict");
-  cmd->add_option("--schedule-order", e.schedule_order, "fcfs or priority");
-  cmd->add_option("--enable-chunked-prefill", e.enable_chunked_prefill, "split long prompts across steps");
+  AddExecutorFlags(cmd, &e);
 }
 
 int RunThroughputBench(const ThroughputArgs& a) {
@@ -126,17 +72,7 @@ int RunThroughputBench(const ThroughputArgs& a) {
 
   std::mt19937_64 rng(a.seed);
   const int64_t V = ex->vocab_size();
-  auto make = [&](int isl, int osl) {
-    Request r;
-    r.prompt.resize(isl);
-    for (auto& t : r.prompt) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(V));
-    r.max_tokens = osl;
-    r.ignore_eos = true;
-    r.sampling.temperature = 0.0f;
-    r.detokenize = false;
-    r.return_logprob = false;
-    return r;
-  };
+  auto make = [&](int isl, int osl) { return SyntheticRequest(rng, V, isl, osl); };
   std::vector<Timing> timings;
   if (a.warmup > 0) {
     std::vector<Request> w;
@@ -161,10 +97,9 @@ int RunThroughputBench(const ThroughputArgs& a) {
       continue;
     }
     out_tokens += t.tokens;
-    if (t.has_first) ttft.push_back(std::chrono::duration<double, std::milli>(t.first - t.enqueued).count());
-    if (t.tokens > 1)
-      tpot.push_back(std::chrono::duration<double, std::milli>(t.done - t.first).count() / (t.tokens - 1));
-    e2e.push_back(std::chrono::duration<double, std::milli>(t.done - t.enqueued).count());
+    if (t.has_first) ttft.push_back(t.ttft_ms());
+    if (t.tokens > 1) tpot.push_back(t.tpot_ms());
+    e2e.push_back(t.e2e_ms());
   }
   const double tok_s = out_tokens / elapsed, req_s = a.num_requests / elapsed;
   nlohmann::json j = {

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "command.h"
+#include "engine_flags.h"
 #include "kiln/executor.h"
 #include "server/server.h"
 #include "server/server_log.h"
@@ -95,22 +96,8 @@ void SetupServe(CLI::App& app) {
   cmd->add_option("--api-key", s.api_key, "require 'Authorization: Bearer KEY' on /v1/*");
   cmd->add_option("--served-model-name", s.served_model_name,
                   "model name in the API (default: engine folder name)");
-  cmd->add_option("--device", e.device, "auto, cpu, cuda or cuda:N");
-  cmd->add_flag("--f32", e.f32_activations, "compute activations in f32 on the GPU");
-  cmd->add_option("--max-batch-size", e.max_batch_size, "sequences per step");
-  cmd->add_option("--max-num-tokens", e.max_num_tokens, "tokens per step (prefill chunks + decode tokens)");
-  cmd->add_option("--max-seq-len", e.max_seq_len, "longest sequence (prompt + output); 0 = the model's");
-  cmd->add_option("--kv-cache-fraction", e.kv_cache_fraction, "fraction of free memory for the KV cache");
-  cmd->add_option("--kv-cache-bytes", e.kv_cache_bytes, "hard cap on KV-cache bytes (0 = none)");
-  cmd->add_option("--block-size", e.block_size, "KV-cache block size in tokens");
-  cmd->add_flag("--enable-prefix-caching,!--disable-prefix-caching", e.enable_prefix_caching,
-                "reuse KV blocks of shared prompt prefixes (default on)");
-  cmd->add_option("--scheduler-policy", e.scheduler_policy, "max_utilization or guaranteed_no_evict");
-  cmd->add_flag("--enable-chunked-prefill,!--disable-chunked-prefill", e.enable_chunked_prefill,
-                "split long prompts over steps (default on)");
-  e.max_queue_size = 1024;
-  cmd->add_option("--max-queue-size", e.max_queue_size,
-                  "waiting requests accepted; beyond: 429 (0 = unbounded)");
+  e.max_queue_size = 1024;  // a server bounds its queue: 429 beyond
+  AddExecutorFlags(cmd, &e);
   cmd->add_option("--max-concurrent-requests", s.max_concurrent_requests,
                   "HTTP generation requests in flight; beyond: 503");
   cmd->add_option("--max-body-bytes", s.max_body_bytes, "largest request body; beyond: 413");

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "kiln/engine.h"
+#include "kiln/executor.h"
 #include "kiln/sampling_params.h"
 
 namespace kiln::cli {
@@ -37,6 +38,12 @@ struct SamplingFlags {
   }
   SamplingParams Resolve() const;
 };
+
+// The executor's device and run-time memory knobs, the same on every command that runs an
+// Executor (bench, serve): --device --f32 --max-batch-size --max-num-tokens --max-seq-len
+// --kv-cache-fraction --kv-cache-bytes --block-size --[en|dis]able-prefix-caching
+// --scheduler-policy --schedule-order --[en|dis]able-chunked-prefill --max-queue-size.
+void AddExecutorFlags(CLI::App* cmd, ExecutorOptions* e);
 
 std::unique_ptr<Engine> OpenEngineOrFail(const EngineFlags& flags);
 
