@@ -27,6 +27,12 @@ void Backend::ArgmaxRows(Tensor ids, const Tensor& logits) {
   (void)CopyToDevice(ids.data, out.data(), out.size() * sizeof(int32_t));
 }
 
+void Backend::GatedLinear(Tensor out, const Tensor& x, const Weight& w, const Tensor& bias, Activation act,
+                          Tensor gate_up) {
+  Linear(gate_up, x, w, bias);
+  GatedActivation(out, gate_up, act);
+}
+
 Status Backend::PrepareAttention(const AttentionBatch&, const AttentionShape&) { return Status::Ok(); }
 
 Expected<bool> Backend::ReplayGraph(uint64_t) { return false; }

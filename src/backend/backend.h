@@ -117,6 +117,11 @@ class Backend {
   // Gated activations: out[n, f] = act(gate_up[n, :f]) * gate_up[n, f:]
   enum class Activation { kSilu, kGeluTanh, kGeluErf, kRelu };
   virtual void GatedActivation(Tensor out, const Tensor& gate_up, Activation act) = 0;
+  // The gated MLP projection: out[m, f] = act(x @ gate^T + bg) * (x @ up^T + bu) with
+  // w = gate_up [2f, k] (gate rows, then up rows) and bias f32 [2f] or empty. gate_up [m, 2f]
+  // is scratch for the default (Linear, then GatedActivation); a backend may fuse and skip it.
+  virtual void GatedLinear(Tensor out, const Tensor& x, const Weight& w, const Tensor& bias, Activation act,
+                           Tensor gate_up);
   // In place: x = act(x)
   virtual void ActivationInPlace(Tensor x, Activation act) = 0;
   // out = a + b (same shapes)

@@ -423,8 +423,7 @@ void Model::Enqueue(const StepInputs& in, std::vector<KvCacheLayer>& cache) {
       b.MoeRoute(ids, weights, router_logits, static_cast<int>(k), c.moe_renormalize);
       b.MoeExperts(dn, *mlp_in, Lw.expert_gate_up, Lw.expert_down, ids, weights, activation);
     } else if (c.mlp == "gated") {
-      b.Linear(gu, *mlp_in, Lw.gate_up, Lw.gate_up_bias);
-      b.GatedActivation(act, gu, activation);
+      b.GatedLinear(act, *mlp_in, Lw.gate_up, Lw.gate_up_bias, activation, gu);
       b.Linear(dn, act, Lw.down, Lw.down_bias);
     } else {
       b.Linear(gu, *mlp_in, Lw.gate_up, Lw.gate_up_bias);

@@ -305,6 +305,47 @@ TEST(CudaOpsLinear, GemvAndGemmAgainstCpu) {
   }
 }
 
+// The fused gated projection (decode-sized m: one streaming pass) and its unfused fallback
+// (larger m) against the CPU's Linear + GatedActivation; the scratch is poisoned and unused by
+// the fused path.
+TEST(CudaOpsLinear, GatedLinearAgainstCpu) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(15);
+  const int ms[] = {1, 2, 3, 5, 8, 9, 17};
+  const Backend::Activation acts[] = {Backend::Activation::kSilu, Backend::Activation::kGeluTanh,
+                                      Backend::Activation::kGeluErf, Backend::Activation::kRelu};
+  for (DType dt : kDTypes) {
+    Pair p(dt);
+    int rep = 0;
+    for (int m : ms) {
+      for (int v = 0; v < 2; ++v, ++rep) {
+        const int f = Rand(g, 1, 700), k = v == 0 ? Rand(g, 1, 64) * 8 : Rand(g, 1, 1500);
+        const bool bias = rep % 2 == 1;
+        const Backend::Activation act = acts[rep % 4];
+        std::vector<float> x = RoundTo(dt, Random(g, int64_t(m) * k));
+        std::vector<float> w = RoundTo(dt, Random(g, int64_t(2 * f) * k, -0.1f, 0.1f));
+        std::vector<float> b = Random(g, 2 * f);
+        auto wc = p.cpu->UploadWeight(w.data(), DType::kF32, 2 * f, k);
+        auto wg = p.gpu->UploadWeight(w.data(), DType::kF32, 2 * f, k);
+        ASSERT_TRUE(wc.ok() && wg.ok());
+        Buf xc = Upload(*p.cpu, DType::kF32, {m, k}, x), xg = Upload(*p.gpu, dt, {m, k}, x);
+        Buf bc = Upload(*p.cpu, DType::kF32, {2 * f}, b), bg = Upload(*p.gpu, DType::kF32, {2 * f}, b);
+        Buf sc = Poisoned(*p.cpu, DType::kF32, {m, 2 * f}), sg = Poisoned(*p.gpu, dt, {m, 2 * f});
+        Buf oc = Poisoned(*p.cpu, DType::kF32, {m, f}), og = Poisoned(*p.gpu, dt, {m, f});
+        p.cpu->GatedLinear(oc.t, xc.t, *wc, bias ? bc.t : Tensor(), act, sc.t);
+        p.gpu->GatedLinear(og.t, xg.t, *wg, bias ? bg.t : Tensor(), act, sg.t);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt),
+                    "GatedLinear " + Name(dt) + " m=" + std::to_string(m) + " f=" + std::to_string(f) +
+                        " k=" + std::to_string(k) + " act " + std::to_string(static_cast<int>(act)) +
+                        (bias ? " bias" : ""));
+        p.cpu->Free(wc->w.data);
+        p.gpu->Free(wg->w.data);
+      }
+    }
+  }
+}
+
 TEST(CudaOpsElementwise, ActivationsAddSoftcap) {
   KILN_REQUIRE_CUDA();
   std::mt19937 g(6);

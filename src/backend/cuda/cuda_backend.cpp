@@ -45,6 +45,8 @@ class CudaBackend final : public Backend {
     // KILN_CUDA_PREFILL_ATTN=0 sends every attention call to the split-K kernel (tests, A/B).
     const char* env = std::getenv("KILN_CUDA_PREFILL_ATTN");
     prefill_enabled_ = !(env && env[0] == '0');
+    const char* fused = std::getenv("KILN_CUDA_FUSED_GATED");  // 0: Linear + GatedActivation (A/B)
+    fused_gated_ = !(fused && fused[0] == '0');
     const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
     graphs_enabled_ = !(graphs && graphs[0] == '0');
   }
@@ -321,6 +323,21 @@ class CudaBackend final : public Backend {
     }
     return Status::Ok();
   }
+  void GatedLinear(Tensor out, const Tensor& x, const Weight& w, const Tensor& bias, Activation act,
+                   Tensor gate_up) override {
+    const int64_t m = x.rows(), k = x.cols(), f = w.w.dim(0) / 2;
+    // Decode-sized m: one streaming pass writes act(gate) * up (no [m, 2f] round trip, one
+    // launch fewer per layer); larger m: cuBLASLt + the elementwise kernel.
+    if (m > cuda::kGemvGatedMaxM || !w.scales.empty() || !fused_gated_)
+      return Backend::GatedLinear(out, x, w, bias, act, gate_up);
+    if (!Act("GatedLinear", {&out, &x, &w.w}) || (!bias.empty() && !F32("GatedLinear", bias))) return;
+    if (w.w.dim(1) != k || w.w.dim(0) != 2 * f || out.numel() != m * f)
+      return Fail("GatedLinear: shapes x " + x.ShapeStr() + ", w " + w.w.ShapeStr() + ", out " + out.ShapeStr() +
+                  " disagree");
+    Record(cuda::LaunchGemvGated(out.data, x.data, w.w.data, bias.empty() ? nullptr : bias.ptr<float>(), m, f, k,
+                                 static_cast<cuda::Act>(act), et_, stream_),
+           "GatedLinear (gemv)");
+  }
   void GatedActivation(Tensor out, const Tensor& gate_up, Activation act) override {
     if (!Act("GatedActivation", {&out, &gate_up})) return;
     Record(cuda::LaunchGatedAct(out.data, gate_up.data, gate_up.rows(), gate_up.cols() / 2,
@@ -516,7 +533,8 @@ class CudaBackend final : public Backend {
   void* device_stage_[2] = {nullptr, nullptr};  // device landing for converting uploads
   cudaEvent_t upload_done_[2] = {nullptr, nullptr};
   bool prefill_enabled_ = true;
-  bool graphs_enabled_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
+  bool graphs_enabled_ = true;
+  bool fused_gated_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
   bool capturing_ = false;
   std::unordered_map<uint64_t, cudaGraphExec_t> graphs_;
   Status error_;

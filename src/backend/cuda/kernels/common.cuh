@@ -97,6 +97,17 @@ cudaError_t LaunchPdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t sm
   return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
 }
 
+// The activations of Act, in fp32 (elementwise.cu and the gated GEMV epilogue share them).
+__device__ __forceinline__ float ApplyAct(float x, Act a) {
+  switch (a) {
+    case Act::kSilu: return x / (1.0f + expf(-x));
+    case Act::kGeluTanh: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case Act::kGeluErf: return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+    case Act::kRelu: return x > 0.0f ? x : 0.0f;
+  }
+  return x;
+}
+
 inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Dispatch a runtime ElemType to a C++ type.

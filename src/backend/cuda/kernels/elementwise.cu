@@ -4,16 +4,6 @@
 namespace kiln::cuda {
 namespace {
 
-__device__ __forceinline__ float ApplyAct(float x, Act a) {
-  switch (a) {
-    case Act::kSilu: return x / (1.0f + expf(-x));
-    case Act::kGeluTanh: return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case Act::kGeluErf: return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
-    case Act::kRelu: return x > 0.0f ? x : 0.0f;
-  }
-  return x;
-}
-
 int GridFor(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;
   return static_cast<int>(b < 1 ? 1 : (b > 65536 ? 65536 : b));

@@ -1,4 +1,5 @@
-// Streaming skinny GEMM (decode): out[m, n] = x[m, k] @ w[n, k]^T (+ bias), m <= 16.
+// Streaming skinny GEMM (decode): out[m, n] = x[m, k] @ w[n, k]^T (+ bias), m <= 16, and its
+// gated form out[m, f] = act(x @ gate^T) * (x @ up^T) for the MLP's gate_up projection.
 //
 // Decode is a pure weight stream, so the kernel is shaped around reading W exactly once at
 // full bandwidth: each warp owns R consecutive weight rows and sweeps k with 16-byte
@@ -16,19 +17,27 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kU = 4;  // vectors per row in flight per lane
 
+// Gated variant (gated_f > 0, R = 2): W is [2f, k] (gate rows, then up rows); warp p streams
+// rows p and p + f and writes out[m, f] = act(gate) * up directly, rounding gate and up to T
+// first as the separate Linear + GatedActivation would.
 template <typename T, int MT, int R>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, const T* __restrict__ x,
                                                           const T* __restrict__ w, const float* __restrict__ bias,
-                                                          int m, int64_t n, int64_t k, bool vec) {
+                                                          int m, int64_t n, int64_t k, bool vec, int64_t gated_f,
+                                                          Act act) {
   PdlWait();
   PdlTrigger();
   constexpr int N = Vec16<T>::kN;
   const int lane = threadIdx.x & 31;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * R;
-  if (row0 >= n) return;
+  const int64_t wid = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int64_t row0 = gated_f > 0 ? wid : wid * R;
+  if (row0 >= (gated_f > 0 ? gated_f : n)) return;
   const T* wr[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = w + (row0 + r < n ? row0 + r : row0) * k;
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = gated_f > 0 ? row0 + r * gated_f : (row0 + r < n ? row0 + r : row0);
+    wr[r] = w + row * k;
+  }
 
   float acc[R][MT];
 #pragma unroll
@@ -76,6 +85,18 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
       }
     }
   }
+  if (R == 2 && gated_f > 0) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+      const float g = WarpSum(acc[0][i]), u = WarpSum(acc[R - 1][i]);
+      if (lane == (i & 31) && i < m) {
+        const float gb = ToF32(FromF32<T>(g + (bias ? bias[row0] : 0.0f)));
+        const float ub = ToF32(FromF32<T>(u + (bias ? bias[row0 + gated_f] : 0.0f)));
+        out[i * gated_f + row0] = FromF32<T>(ApplyAct(gb, act) * ub);
+      }
+    }
+    return;
+  }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
 #pragma unroll
@@ -121,17 +142,23 @@ constexpr int kMmaU = 4;  // 32-k chunks in flight per warp
 template <typename T, int NT, int RT>
 __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out, const T* __restrict__ x,
                                                              const T* __restrict__ w, const float* __restrict__ bias,
-                                                             int m, int64_t n, int64_t k) {
+                                                             int m, int64_t n, int64_t k, int64_t gated_f, Act act) {
   PdlWait();
   PdlTrigger();
   __shared__ float red[kWarps][RT][NT][16][8];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * 16 * RT;
+  // Gated (RT = 1): the tile's rows 0-7 are gate rows p0.., rows 8-15 the matching up rows.
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * (gated_f > 0 ? 8 : 16 * RT);
   const T* wrow[RT][2];
 #pragma unroll
   for (int rt = 0; rt < RT; ++rt) {
-    wrow[rt][0] = w + min(row0 + rt * 16 + g, n - 1) * k;
-    wrow[rt][1] = w + min(row0 + rt * 16 + g + 8, n - 1) * k;
+    if (gated_f > 0) {
+      wrow[rt][0] = w + min(row0 + g, gated_f - 1) * k;
+      wrow[rt][1] = w + (min(row0 + g, gated_f - 1) + gated_f) * k;
+    } else {
+      wrow[rt][0] = w + min(row0 + rt * 16 + g, n - 1) * k;
+      wrow[rt][1] = w + min(row0 + rt * 16 + g + 8, n - 1) * k;
+    }
   }
   const T* xr[NT];
 #pragma unroll
@@ -193,6 +220,26 @@ __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out
     }
   }
   __syncthreads();
+  if (gated_f > 0) {
+    for (int i = threadIdx.x; i < NT * 8 * 8; i += kWarps * 32) {
+      const int t = i / 64, r = (i / 8) % 8, mm = t * 8 + i % 8;
+      const int64_t p = row0 + r;
+      if (mm >= m || p >= gated_f) continue;
+      float vg = 0.0f, vu = 0.0f;
+#pragma unroll
+      for (int wi = 0; wi < kWarps; ++wi) {
+        vg += red[wi][0][t][r][i % 8];
+        vu += red[wi][0][t][r + 8][i % 8];
+      }
+      if (bias) {
+        vg += bias[p];
+        vu += bias[p + gated_f];
+      }
+      out[static_cast<int64_t>(mm) * gated_f + p] =
+          FromF32<T>(ApplyAct(ToF32(FromF32<T>(vg)), act) * ToF32(FromF32<T>(vu)));
+    }
+    return;
+  }
   for (int i = threadIdx.x; i < RT * NT * 16 * 8; i += kWarps * 32) {
     const int rt = i / (NT * 128), t = (i / 128) % NT, r = (i / 8) % 16, mm = t * 8 + i % 8;
     const int64_t row = row0 + rt * 16 + r;
@@ -205,18 +252,29 @@ __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out
   }
 }
 
+// gated_f > 0: the gated variants (out [m, gated_f]); 0: out [m, n].
+struct Gate {
+  int64_t f = 0;
+  Act act = Act::kSilu;
+};
+
 template <typename T, int MT, int R>
 void Launch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, bool vec,
-            cudaStream_t s) {
+            cudaStream_t s, Gate gate = {}) {
   const int64_t rows_per_block = int64_t(kWarps) * R;
-  const unsigned blocks = static_cast<unsigned>((n + rows_per_block - 1) / rows_per_block);
-  LaunchPdl(GemvKernel<T, MT, R>, dim3(blocks), dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, vec);
+  const int64_t outs = gate.f > 0 ? gate.f * R : n;  // a gated warp streams R = 2 rows for 1 output
+  const unsigned blocks = static_cast<unsigned>((outs + rows_per_block - 1) / rows_per_block);
+  LaunchPdl(GemvKernel<T, MT, R>, dim3(blocks), dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, vec, gate.f,
+            gate.act);
 }
 
 template <typename T, int NT, int RT>
-void LaunchMma(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, cudaStream_t s) {
-  LaunchPdl(GemvMmaKernel<T, NT, RT>, dim3(static_cast<unsigned>((n + 16 * RT - 1) / (16 * RT))), dim3(kWarps * 32), 0,
-            s, out, x, w, bias, m, n, k);
+void LaunchMma(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, cudaStream_t s,
+               Gate gate = {}) {
+  const int64_t per_block = gate.f > 0 ? 8 : 16 * RT;
+  const int64_t outs = gate.f > 0 ? gate.f : n;
+  LaunchPdl(GemvMmaKernel<T, NT, RT>, dim3(static_cast<unsigned>((outs + per_block - 1) / per_block)),
+            dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, gate.f, gate.act);
 }
 
 // Experiment knobs (bench A/B): KILN_GEMV_RT=1|2 row tiles per block on the tensor-core path;
@@ -248,7 +306,31 @@ void Dispatch(T* out, const T* x, const T* w, const float* bias, int m, int64_t 
   return Launch<T, 16, 2>(out, x, w, bias, m, n, k, vec, s);
 }
 
+template <typename T>
+void DispatchGated(T* out, const T* x, const T* w, const float* bias, int m, int64_t f, int64_t k, bool vec, Act act,
+                   cudaStream_t s) {
+  const Gate gate{f, act};
+  if constexpr (!std::is_same_v<T, float>) {
+    if (m >= 2 && vec) return LaunchMma<T, 1, 1>(out, x, w, bias, m, 2 * f, k, s, gate);
+  }
+  if (m <= 1) return Launch<T, 1, 2>(out, x, w, bias, m, 2 * f, k, vec, s, gate);
+  if (m <= 2) return Launch<T, 2, 2>(out, x, w, bias, m, 2 * f, k, vec, s, gate);
+  if (m <= 4) return Launch<T, 4, 2>(out, x, w, bias, m, 2 * f, k, vec, s, gate);
+  return Launch<T, 8, 2>(out, x, w, bias, m, 2 * f, k, vec, s, gate);
+}
+
 }  // namespace
+
+cudaError_t LaunchGemvGated(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t f,
+                            int64_t k, Act act, ElemType t, cudaStream_t s) {
+  if (m <= 0 || f <= 0) return cudaSuccess;
+  if (m > kGemvGatedMaxM) return cudaErrorInvalidValue;
+  const int64_t nv = 16 / ElemBytes(t);
+  const bool vec = k % nv == 0 && Aligned16(x) && Aligned16(w);
+  KILN_DISPATCH_FLOAT(t, T, DispatchGated<T>(static_cast<T*>(out), static_cast<const T*>(x),
+                                             static_cast<const T*>(w), bias, static_cast<int>(m), f, k, vec, act, s));
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchGemv(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t n, int64_t k,
                        ElemType t, cudaStream_t s) {

@@ -53,6 +53,11 @@ cudaError_t LaunchArgmaxRows(int32_t* out, const void* logits, int64_t rows, int
 constexpr int kGemvMaxM = 16;
 cudaError_t LaunchGemv(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t n, int64_t k,
                        ElemType t, cudaStream_t s);
+// Gated form for the MLP: w = [2f, k] (gate rows, then up rows), bias f32 [2f] or null;
+// out[m, f] = act(x @ gate^T + bg) * (x @ up^T + bu), gate and up rounded to t first.
+constexpr int kGemvGatedMaxM = 8;
+cudaError_t LaunchGemvGated(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t f,
+                            int64_t k, Act act, ElemType t, cudaStream_t s);
 
 // ---- rope_kv.cu ----
 struct RopeKvArgs {
