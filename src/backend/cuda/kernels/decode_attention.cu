@@ -1,11 +1,20 @@
-// Split-K ("flash-decoding") attention over the paged KV cache.
+// Split-K ("flash-decoding") attention over the paged KV cache, in one launch.
 //
-// Grid: (query token, kv head x head chunk, split). The query heads of one GQA group (up to
-// kMaxG per block) share every K/V read of the block. Each block scores its slice of key
-// positions (one key row per thread, q broadcast from shared memory), takes a block softmax,
-// accumulates P.V with (position slot, 16-byte dim chunk) threads, and writes either the final
-// output (one split) or unnormalised partials + (max, sum) that CombineKernel merges.
-// Works for any query token (also prefill), as the general path.
+// Grid: x = query token * C + split rank, y = kv head * head chunk. The C blocks of one (token,
+// kv head) form a thread-block cluster (C <= 8, or 16 where the device co-schedules it): each
+// takes an equal share of the token's real key range (read from positions[] on the device, so
+// max_seq_len may be any upper bound, as in a CUDA graph captured for a length bucket) and the
+// ranks merge their (max, sum, output) through distributed shared memory: no workspace, no second
+// kernel. C depends only on n_tokens, the head counts and max_seq_len (MakePlan).
+//
+// Inside a block, the HB query heads of one GQA group share every K/V read: each lane holds 8
+// dims of q for every head in registers. A key row is read by LPK lanes (8 elements = one or two
+// 16-byte loads each), so a warp covers KPW = 32 / LPK keys per step; kU steps of K and V loads
+// are issued before the first use, and the online softmax keeps its running max uniform over the
+// warp, so the warp's key groups merge by a plain sum at the end. Works for any query token (also
+// prefill), as the general path; head_dim a multiple of 8, at most 256; f32, f16, bf16.
+#include <cooperative_groups.h>
+
 #include <cfloat>
 
 #include "backend/cuda/kernels/common.cuh"
@@ -13,276 +22,401 @@
 namespace kiln::cuda {
 namespace {
 
+namespace cg = cooperative_groups;
+
 constexpr int kThreads = 128;
-constexpr int kMaxG = 8;          // query heads per block
-constexpr int kMaxSplitLen = 256; // key positions per block
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxCluster = 16;   // 8 is portable; 16 where the device schedules it
+constexpr int kMinKeys = 32;      // fewest key positions worth a block of their own
+constexpr int kMaxHeadDim = 256;  // 32 lanes x 8 elements
+constexpr float kLog2e = 1.4426950408889634f;
 
 struct Plan {
-  int hchunks, splits, split_len;
+  int hb, hchunks, cluster;
 };
 
-Plan MakePlan(const AttnArgs& a, int num_sms) {
+bool ClustersAvailable() {
+  static const bool ok = [] {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return ok;
+}
+
+// Depends only on shapes and max_seq_len (an upper bound is fine), never on device data. Splits
+// double while the grid is under two blocks per SM and each split keeps >= kMinKeys keys (twice
+// that to go past the portable cluster size of 8).
+Plan MakePlan(const AttnArgs& a, int num_sms, int hb, int max_cluster) {
   Plan p;
   const int g = a.n_heads / a.n_kv_heads;
-  p.hchunks = (g + kMaxG - 1) / kMaxG;
+  p.hb = hb;
+  p.hchunks = (g + hb - 1) / hb;
   const int64_t base = static_cast<int64_t>(a.n_tokens) * a.n_kv_heads * p.hchunks;
   const int len = a.max_seq_len > 0 ? a.max_seq_len : 1;
-  int want = static_cast<int>((2LL * num_sms + base - 1) / base);
-  if (want < 1) want = 1;
-  int split_len = (len + want - 1) / want;
-  split_len = (split_len + 31) / 32 * 32;
-  if (split_len < 64) split_len = 64;
-  if (split_len > kMaxSplitLen) split_len = kMaxSplitLen;
-  p.split_len = split_len;
-  p.splits = (len + split_len - 1) / split_len;
+  p.cluster = 1;
+  while (p.cluster < max_cluster && base * p.cluster < 2LL * num_sms &&
+         len > p.cluster * kMinKeys * (p.cluster >= 8 ? 2 : 1))
+    p.cluster *= 2;
   return p;
 }
 
-size_t SmemBytes(const AttnArgs& a, ElemType t) {
-  const int hd = a.head_dim, nv = static_cast<int>(16 / ElemBytes(t));
-  const int nd = hd / nv, slots = kThreads / nd;
-  const size_t q = static_cast<size_t>(kMaxG) * hd, sc = static_cast<size_t>(kMaxG) * kMaxSplitLen;
-  const size_t red = static_cast<size_t>(slots) * kMaxG * hd;
-  return sizeof(float) * (q + sc + red + 2 * kMaxG * (kThreads / 32) + 2 * kMaxG);
-}
+size_t SmemBytes(int hb, int hd) { return sizeof(float) * (kWarps + 1) * hb * (hd + 2); }
 
 __device__ __forceinline__ int SeqOf(const int32_t* q_start, int n_seqs, int t) {
   int lo = 0, hi = n_seqs - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;
-    if (q_start[mid] <= t) lo = mid; else hi = mid - 1;
+    if (q_start[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
 
+// 8 consecutive elements of T: one 16-byte word (f16/bf16) or two (f32).
 template <typename T>
-__global__ void __launch_bounds__(kThreads) SplitKernel(AttnArgs a, Plan plan, float* __restrict__ part_o,
-                                                        float* __restrict__ part_ml) {
-  PdlWait();
-  PdlTrigger();
-  constexpr int N = Vec16<T>::kN;
-  extern __shared__ float smem[];
-  const int hd = a.head_dim, hq = a.n_heads, hkv = a.n_kv_heads, G = hq / hkv;
-  const int t = blockIdx.x, kvh = blockIdx.y / plan.hchunks, chunk = blockIdx.y % plan.hchunks;
-  const int split = blockIdx.z, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int h0 = kvh * G + chunk * kMaxG;
-  const int ng = min(kMaxG, (kvh + 1) * G - h0);
-
-  float* qs = smem;                              // [kMaxG][hd]
-  float* sc = qs + kMaxG * hd;                   // [kMaxG][kMaxSplitLen]
-  float* red = sc + kMaxG * kMaxSplitLen;        // [slots][kMaxG][hd]
-  const int nd = hd / N, slots = kThreads / nd;
-  float* wred = red + slots * kMaxG * hd;        // [2][kThreads/32][kMaxG]
-  float* stat = wred + 2 * kMaxG * (kThreads / 32);  // [2][kMaxG]: max, sum
-
-  const int seq = SeqOf(a.q_start, a.n_seqs, t);
-  const int last = a.positions[t];
-  const int first = a.sliding_window > 0 ? max(0, last - a.sliding_window + 1) : 0;
-  const int jb = first + split * plan.split_len;
-  const int je = min(jb + plan.split_len, last + 1);
-  const int64_t out_base = static_cast<int64_t>(t) * hq + h0;  // (token, head) index of head g = 0
-
-  if (jb >= je) {  // this split has no keys for this token
-    if (plan.splits > 1) {
-      for (int i = tid; i < ng * hd; i += kThreads)
-        part_o[((out_base + i / hd) * plan.splits + split) * hd + i % hd] = 0.0f;
-      if (tid < ng) {
-        part_ml[((out_base + tid) * plan.splits + split) * 2 + 0] = -FLT_MAX;
-        part_ml[((out_base + tid) * plan.splits + split) * 2 + 1] = 0.0f;
-      }
-    }
-    return;
+struct Row8 {
+  uint4 u[sizeof(T) / 2];
+};
+template <typename T>
+__device__ __forceinline__ void LoadRow8(Row8<T>& r, const T* p) {
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(T) / 2); ++i) r.u[i] = LoadStream16(p + i * Vec16<T>::kN).u;
+}
+template <typename T>
+__device__ __forceinline__ void ZeroRow8(Row8<T>& r) {
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(T) / 2); ++i) r.u[i] = make_uint4(0, 0, 0, 0);
+}
+__device__ __forceinline__ void ToFloat8(const Row8<float>& r, float f[8]) {
+  f[0] = __uint_as_float(r.u[0].x), f[1] = __uint_as_float(r.u[0].y);
+  f[2] = __uint_as_float(r.u[0].z), f[3] = __uint_as_float(r.u[0].w);
+  f[4] = __uint_as_float(r.u[1].x), f[5] = __uint_as_float(r.u[1].y);
+  f[6] = __uint_as_float(r.u[1].z), f[7] = __uint_as_float(r.u[1].w);
+}
+__device__ __forceinline__ void ToFloat8(const Row8<__nv_bfloat16>& r, float f[8]) {
+  const uint32_t w[4] = {r.u[0].x, r.u[0].y, r.u[0].z, r.u[0].w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
   }
-
-  const int row_stride = (hq + 2 * hkv) * hd;
-  const T* q = static_cast<const T*>(a.qkv) + static_cast<int64_t>(t) * row_stride + static_cast<int64_t>(h0) * hd;
-  for (int i = tid; i < ng * hd; i += kThreads) qs[i] = ToF32(q[i]);
-  __syncthreads();
-
-  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
-  const int bs = a.block_size;
-  const T* kc = static_cast<const T*>(a.k_cache);
-  const T* vc = static_cast<const T*>(a.v_cache);
-  auto row_of = [&](int j) -> int64_t {
-    return ((static_cast<int64_t>(table[j / bs]) * bs + j % bs) * hkv + kvh) * hd;
-  };
-
-  // Pass 1: scores, one key per thread.
-  float mx[kMaxG];
+}
+__device__ __forceinline__ void ToFloat8(const Row8<__half>& r, float f[8]) {
+  const uint32_t w[4] = {r.u[0].x, r.u[0].y, r.u[0].z, r.u[0].w};
 #pragma unroll
-  for (int g = 0; g < kMaxG; ++g) mx[g] = -FLT_MAX;
-  for (int j = jb + tid; j < je; j += kThreads) {
-    const T* kp = kc + row_of(j);
-    float s[kMaxG];
-#pragma unroll
-    for (int g = 0; g < kMaxG; ++g) s[g] = 0.0f;
-#pragma unroll 4
-    for (int d = 0; d < hd; d += N) {
-      const Vec16<T> kv = Load16(kp + d);
-#pragma unroll
-      for (int e = 0; e < N; ++e) {
-        const float ke = ToF32(kv.e[e]);
-#pragma unroll
-        for (int g = 0; g < kMaxG; ++g)
-          if (g < ng) s[g] = fmaf(qs[g * hd + d + e], ke, s[g]);
-      }
-    }
-#pragma unroll
-    for (int g = 0; g < kMaxG; ++g) {
-      if (g < ng) {
-        float v = s[g] * a.scale;
-        if (a.softcap > 0.0f) v = a.softcap * tanhf(v / a.softcap);
-        if (a.alibi) v += a.alibi[h0 + g] * static_cast<float>(j - last);
-        sc[g * kMaxSplitLen + (j - jb)] = v;
-        mx[g] = fmaxf(mx[g], v);
-      }
-    }
-  }
-  // Block max per head.
-#pragma unroll
-  for (int g = 0; g < kMaxG; ++g) {
-    const float m = WarpMax(mx[g]);
-    if (lane == 0) wred[warp * kMaxG + g] = m;
-  }
-  __syncthreads();
-  if (tid < kMaxG) {
-    float m = -FLT_MAX;
-    for (int w = 0; w < kThreads / 32; ++w) m = fmaxf(m, wred[w * kMaxG + tid]);
-    stat[tid] = m;
-  }
-  __syncthreads();
-  float sum[kMaxG];
-#pragma unroll
-  for (int g = 0; g < kMaxG; ++g) sum[g] = 0.0f;
-  for (int j = jb + tid; j < je; j += kThreads) {
-#pragma unroll
-    for (int g = 0; g < kMaxG; ++g) {
-      if (g < ng) {
-        const float p = expf(sc[g * kMaxSplitLen + (j - jb)] - stat[g]);
-        sc[g * kMaxSplitLen + (j - jb)] = p;
-        sum[g] += p;
-      }
-    }
-  }
-  float* wsum = wred + kMaxG * (kThreads / 32);
-#pragma unroll
-  for (int g = 0; g < kMaxG; ++g) {
-    const float v = WarpSum(sum[g]);
-    if (lane == 0) wsum[warp * kMaxG + g] = v;
-  }
-  __syncthreads();
-  if (tid < kMaxG) {
-    float v = 0.0f;
-    for (int w = 0; w < kThreads / 32; ++w) v += wsum[w * kMaxG + tid];
-    stat[kMaxG + tid] = v;
-  }
-
-  // Pass 2: P.V with (slot, dim chunk) threads.
-  const int slot = tid / nd, dc = (tid % nd) * N;
-  float acc[kMaxG][N];
-#pragma unroll
-  for (int g = 0; g < kMaxG; ++g)
-#pragma unroll
-    for (int e = 0; e < N; ++e) acc[g][e] = 0.0f;
-  if (slot < slots) {
-    constexpr int kV = 4;  // V rows in flight per thread
-    for (int j0 = jb + slot; j0 < je; j0 += kV * slots) {
-      Vec16<T> vv[kV];
-#pragma unroll
-      for (int q = 0; q < kV; ++q) {
-        const int j = j0 + q * slots;
-        if (j < je) vv[q] = Load16(vc + row_of(j) + dc);
-      }
-#pragma unroll
-      for (int q = 0; q < kV; ++q) {
-        const int j = j0 + q * slots;
-        if (j >= je) break;
-#pragma unroll
-        for (int g = 0; g < kMaxG; ++g) {
-          if (g < ng) {
-            const float p = sc[g * kMaxSplitLen + (j - jb)];
-#pragma unroll
-            for (int e = 0; e < N; ++e) acc[g][e] = fmaf(p, ToF32(vv[q].e[e]), acc[g][e]);
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int g = 0; g < kMaxG; ++g)
-#pragma unroll
-      for (int e = 0; e < N; ++e) red[(slot * kMaxG + g) * hd + dc + e] = acc[g][e];
-  }
-  __syncthreads();
-  for (int i = tid; i < ng * hd; i += kThreads) {
-    const int g = i / hd, d = i % hd;
-    float v = 0.0f;
-    for (int sl = 0; sl < slots; ++sl) v += red[(sl * kMaxG + g) * hd + d];
-    if (plan.splits == 1) {
-      T* o = static_cast<T*>(a.out) + (out_base + g) * hd + d;
-      *o = FromF32<T>(v / stat[kMaxG + g]);
-    } else {
-      part_o[((out_base + g) * plan.splits + split) * hd + d] = v;
-    }
-  }
-  if (plan.splits > 1 && tid < ng) {
-    part_ml[((out_base + tid) * plan.splits + split) * 2 + 0] = stat[tid];
-    part_ml[((out_base + tid) * plan.splits + split) * 2 + 1] = stat[kMaxG + tid];
+  for (int i = 0; i < 4; ++i) {
+    __half2 h;
+    memcpy(&h, &w[i], 4);
+    const float2 v = __half22float2(h);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
   }
 }
 
-// out[t, h, :] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s
-template <typename T>
-__global__ void CombineKernel(T* __restrict__ out, const float* __restrict__ part_o, const float* __restrict__ part_ml,
-                              int splits, int hd) {
+// Weight of a partial whose max is m against the overall max mx (an empty partial has m = -inf).
+__device__ __forceinline__ float PartWeight(float m, float mx) { return m == -INFINITY ? 0.0f : exp2f(m - mx); }
+
+// Scores are kept in log2 units (x log2 e) so that every exponential is an exp2f. HB = 4 fits
+// 168 registers (3 blocks per SM) without spills; HB = 8 needs up to 255.
+template <typename T, int HB>
+__global__ void __launch_bounds__(kThreads, HB == 4 ? 3 : 1) DecodeKernel(AttnArgs a, int C, int hchunks) {
+  constexpr int kU = (sizeof(T) == 4 ? 4 : 8) * 4 / HB;  // key steps in flight per warp iteration
   PdlWait();
   PdlTrigger();
-  const int64_t th = blockIdx.x;  // token * hq + head
-  const float* ml = part_ml + th * splits * 2;
-  float m = -FLT_MAX;
-  for (int s = 0; s < splits; ++s) m = fmaxf(m, ml[2 * s]);
-  float l = 0.0f;
-  for (int s = 0; s < splits; ++s) l += expf(ml[2 * s] - m) * ml[2 * s + 1];
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float v = 0.0f;
-    for (int s = 0; s < splits; ++s) v += expf(ml[2 * s] - m) * part_o[(th * splits + s) * hd + d];
-    out[th * hd + d] = FromF32<T>(v / l);
+  extern __shared__ float smem[];
+  const int hd = a.head_dim, hq = a.n_heads, hkv = a.n_kv_heads, G = hq / hkv;
+  const int t = blockIdx.x / C, rank = blockIdx.x - t * C;
+  const int kvh = blockIdx.y / hchunks, h0 = kvh * G + (blockIdx.y - kvh * hchunks) * HB;
+  const int ng = min(HB, (kvh + 1) * G - h0);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int nchunk = hd >> 3;  // 8-element pieces of a row
+  const int lpk_log = nchunk <= 1 ? 0 : 32 - __clz(nchunk - 1);
+  const int lpk = 1 << lpk_log, kpw = 32 >> lpk_log;
+  const int sub = lane >> lpk_log, dl = lane & (lpk - 1), d0 = dl * 8;
+  const bool dim_ok = dl < nchunk;
+
+  // q of the HB heads, 8 dims per lane (zero for padding lanes and heads past the group).
+  const int row_stride = (hq + 2 * hkv) * hd;
+  const T* qp =
+      static_cast<const T*>(a.qkv) + static_cast<int64_t>(t) * row_stride + static_cast<int64_t>(h0) * hd + d0;
+  float q[HB][8];
+#pragma unroll
+  for (int g = 0; g < HB; ++g) {
+    Row8<T> r;
+    ZeroRow8(r);
+    if (g < ng && dim_ok) {
+#pragma unroll
+      for (int i = 0; i < static_cast<int>(sizeof(T) / 2); ++i) r.u[i] = Load16(qp + g * hd + i * Vec16<T>::kN).u;
+    }
+    ToFloat8(r, q[g]);
   }
+  float slope[HB];
+#pragma unroll
+  for (int g = 0; g < HB; ++g) slope[g] = a.alibi && g < ng ? a.alibi[h0 + g] * kLog2e : 0.0f;
+
+  const int seq = a.n_tokens == a.n_seqs && a.max_q_len == 1 ? t : SeqOf(a.q_start, a.n_seqs, t);
+  const int last = a.positions[t];
+  const int first = a.sliding_window > 0 ? max(0, last - a.sliding_window + 1) : 0;
+  const int per = ((last - first + C) / C + 15) & ~15;  // keys per rank, whole pages where it can
+  const int jb = first + rank * per, je = min(jb + per, last + 1);
+
+  const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
+  const int bs = a.block_size;
+  const bool bs_pow2 = (bs & (bs - 1)) == 0;
+  const int bs_log = __ffs(bs) - 1;
+  const T* kc = static_cast<const T*>(a.k_cache) + static_cast<int64_t>(kvh) * hd + d0;
+  const T* vc = static_cast<const T*>(a.v_cache) + static_cast<int64_t>(kvh) * hd + d0;
+  const int64_t slot_stride = static_cast<int64_t>(hkv) * hd;
+  const float scale = a.softcap > 0.0f ? a.scale : a.scale * kLog2e;
+  const float cap = a.softcap, inv_cap = cap > 0.0f ? 1.0f / cap : 0.0f;
+
+  float m[HB], l[HB], acc[HB][8];
+#pragma unroll
+  for (int g = 0; g < HB; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
+  }
+
+  const int step = kpw * kU;
+  for (int base = jb + warp * step; base < je; base += kWarps * step) {
+    Row8<T> kr[kU], vr[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      ZeroRow8(kr[u]);
+      ZeroRow8(vr[u]);
+      const int j = base + u * kpw + sub;
+      if (j < je && dim_ok) {
+        const int pg = bs_pow2 ? (j >> bs_log) : j / bs;
+        const int64_t off = (static_cast<int64_t>(__ldg(table + pg)) * bs + (j - pg * bs)) * slot_stride;
+        LoadRow8(kr[u], kc + off);
+        LoadRow8(vr[u], vc + off);
+      }
+    }
+    // Scores: per-lane partial dots, then a sum over the LPK lanes of each key row.
+    float s[kU][HB];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      float kf[8];
+      ToFloat8(kr[u], kf);
+#pragma unroll
+      for (int g = 0; g < HB; ++g) {
+        float d = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d = fmaf(q[g][e], kf[e], d);
+        s[u][g] = d;
+      }
+    }
+    for (int o = 1; o < lpk; o <<= 1) {
+#pragma unroll
+      for (int u = 0; u < kU; ++u)
+#pragma unroll
+        for (int g = 0; g < HB; ++g) s[u][g] += __shfl_xor_sync(0xffffffffu, s[u][g], o);
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int j = base + u * kpw + sub;
+#pragma unroll
+      for (int g = 0; g < HB; ++g) {
+        float v = s[u][g] * scale;
+        if (cap > 0.0f) v = cap * tanhf(v * inv_cap) * kLog2e;
+        v += slope[g] * static_cast<float>(j - last);
+        s[u][g] = j < je ? v : -INFINITY;
+      }
+    }
+    // Online softmax with a warp-uniform running max.
+#pragma unroll
+    for (int g = 0; g < HB; ++g) {
+      float mc = s[0][g];
+#pragma unroll
+      for (int u = 1; u < kU; ++u) mc = fmaxf(mc, s[u][g]);
+      for (int o = lpk; o < 32; o <<= 1) mc = fmaxf(mc, __shfl_xor_sync(0xffffffffu, mc, o));
+      const float mn = fmaxf(m[g], mc);
+      const float ref = mn == -INFINITY ? 0.0f : mn;
+      const float alpha = exp2f(m[g] - ref);
+      m[g] = mn;
+      float ls = l[g] * alpha;
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        s[u][g] = exp2f(s[u][g] - ref);
+        ls += s[u][g];
+      }
+      l[g] = ls;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[g][e] *= alpha;
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      float vf[8];
+      ToFloat8(vr[u], vf);
+#pragma unroll
+      for (int g = 0; g < HB; ++g)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[g][e] = fmaf(s[u][g], vf[e], acc[g][e]);
+    }
+  }
+  // Merge the warp's key groups (same max everywhere: a plain sum).
+  for (int o = lpk; o < 32; o <<= 1) {
+#pragma unroll
+    for (int g = 0; g < HB; ++g) {
+      l[g] += __shfl_xor_sync(0xffffffffu, l[g], o);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+    }
+  }
+  const int part = HB * (hd + 2);  // one partial: o [HB][hd], m [HB], l [HB]
+  float* wp = smem + warp * part;
+  if (sub == 0 && dim_ok) {
+#pragma unroll
+    for (int g = 0; g < HB; ++g)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) wp[g * hd + d0 + e] = acc[g][e];
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int g = 0; g < HB; ++g) {
+      wp[HB * hd + g] = m[g];
+      wp[HB * hd + HB + g] = l[g];
+    }
+  }
+  __syncthreads();
+
+  // Merge the warps; with one rank this is the output.
+  T* out = static_cast<T*>(a.out) + (static_cast<int64_t>(t) * hq + h0) * hd;
+  float* bp = smem + kWarps * part;
+  for (int i = tid; i < ng * hd; i += kThreads) {
+    const int g = i / hd;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, smem[w * part + HB * hd + g]);
+    float o = 0.0f, sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float wt = PartWeight(smem[w * part + HB * hd + g], mx);
+      o += wt * smem[w * part + i];
+      sum += wt * smem[w * part + HB * hd + HB + g];
+    }
+    if (C == 1) {
+      out[i] = FromF32<T>(o / sum);
+    } else {
+      bp[i] = o;
+      if (i % hd == 0) {
+        bp[HB * hd + g] = mx;
+        bp[HB * hd + HB + g] = sum;
+      }
+    }
+  }
+  if (C == 1) return;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Merge the ranks of the cluster through distributed shared memory, each rank a slice.
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  for (int i = rank * kThreads + tid; i < ng * hd; i += C * kThreads) {
+    const int g = i / hd;
+    float mr[kMaxCluster], lr[kMaxCluster], orr[kMaxCluster];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) {
+      if (r < C) {
+        const float* rp = cluster.map_shared_rank(bp, r);
+        mr[r] = rp[HB * hd + g];
+        lr[r] = rp[HB * hd + HB + g];
+        orr[r] = rp[i];
+        mx = fmaxf(mx, mr[r]);
+      }
+    }
+    float o = 0.0f, sum = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) {
+      if (r < C) {
+        const float wt = PartWeight(mr[r], mx);
+        o += wt * orr[r];
+        sum += wt * lr[r];
+      }
+    }
+    out[i] = FromF32<T>(o / sum);
+  }
+  cluster.sync();  // no rank may leave while another still reads its shared memory
+#endif
+}
+
+// Largest cluster this kernel may use: 16 (non-portable) where the device can co-schedule it.
+template <typename T, int HB>
+int MaxCluster() {
+  static const int c = [] {
+    if (!ClustersAvailable()) return 1;
+    if (kMaxCluster <= 8) return kMaxCluster;
+    if (cudaFuncSetAttribute(DecodeKernel<T, HB>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+      cudaGetLastError();
+      return 8;
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(kMaxCluster, 1, 1);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = SmemBytes(HB, kMaxHeadDim);
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = kMaxCluster;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, DecodeKernel<T, HB>, &cfg) != cudaSuccess || n < 1) {
+      cudaGetLastError();
+      return 8;
+    }
+    return kMaxCluster;
+  }();
+  return c;
+}
+
+template <typename T, int HB>
+cudaError_t Launch(const AttnArgs& a, int num_sms, cudaStream_t s) {
+  const Plan p = MakePlan(a, num_sms, HB, MaxCluster<T, HB>());
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(a.n_tokens) * p.cluster, a.n_kv_heads * p.hchunks, 1);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = SmemBytes(HB, a.head_dim);
+  cfg.stream = s;
+  cudaLaunchAttribute attr[2];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.numAttrs = 1;
+  if (p.cluster > 1) {
+    attr[1].id = cudaLaunchAttributeClusterDimension;
+    attr[1].val.clusterDim.x = p.cluster;
+    attr[1].val.clusterDim.y = 1;
+    attr[1].val.clusterDim.z = 1;
+    cfg.numAttrs = 2;
+  }
+  cfg.attrs = attr;
+  return cudaLaunchKernelEx(&cfg, DecodeKernel<T, HB>, a, p.cluster, p.hchunks);
 }
 
 }  // namespace
 
-size_t DecodeAttentionWorkspaceBytes(const AttnArgs& a, int num_sms) {
-  if (a.n_tokens <= 0 || a.n_kv_heads <= 0) return 0;
-  const Plan p = MakePlan(a, num_sms);
-  if (p.splits <= 1) return 0;
-  const size_t th = static_cast<size_t>(a.n_tokens) * a.n_heads * p.splits;
-  return sizeof(float) * th * (a.head_dim + 2) + 256;
-}
+// No workspace: splits merge inside their cluster. Kept for the launcher contract (always 0,
+// so trivially monotone in every shape).
+size_t DecodeAttentionWorkspaceBytes(const AttnArgs&, int) { return 0; }
 
-cudaError_t LaunchDecodeAttention(const AttnArgs& a, ElemType t, void* workspace, int num_sms, cudaStream_t s) {
+cudaError_t LaunchDecodeAttention(const AttnArgs& a, ElemType t, void* /*workspace*/, int num_sms, cudaStream_t s) {
   if (a.n_tokens <= 0) return cudaSuccess;
-  const int nv = static_cast<int>(16 / ElemBytes(t));
-  if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0 || a.head_dim % nv != 0 || a.head_dim / nv > kThreads)
+  if (a.n_kv_heads <= 0 || a.n_heads % a.n_kv_heads != 0 || a.head_dim <= 0 || a.head_dim % 8 != 0 ||
+      a.head_dim > kMaxHeadDim || a.block_size <= 0)
     return cudaErrorInvalidValue;
-  const Plan p = MakePlan(a, num_sms);
-  float* part_o = static_cast<float*>(workspace);
-  float* part_ml = p.splits > 1 ? part_o + static_cast<size_t>(a.n_tokens) * a.n_heads * p.splits * a.head_dim
-                                : nullptr;
-  if (p.splits > 1 && !workspace) return cudaErrorInvalidValue;
-  const size_t smem = SmemBytes(a, t);
-  const dim3 grid(a.n_tokens, a.n_kv_heads * p.hchunks, p.splits);
-  KILN_DISPATCH_FLOAT(t, T, {
-    static bool configured = false;
-    if (!configured) {
-      cudaFuncSetAttribute(SplitKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024);
-      configured = true;
-    }
-    LaunchPdl(SplitKernel<T>, grid, dim3(kThreads), smem, s, a, p, part_o, part_ml);
-    if (p.splits > 1)
-      LaunchPdl(CombineKernel<T>, dim3(a.n_tokens * a.n_heads), dim3(128), 0, s, static_cast<T*>(a.out),
-                static_cast<const float*>(part_o), static_cast<const float*>(part_ml), p.splits, a.head_dim);
-  });
-  return cudaGetLastError();
+  const bool hb8 = (a.n_heads / a.n_kv_heads) % 8 == 0;
+  cudaError_t e = cudaSuccess;
+  KILN_DISPATCH_FLOAT(t, T, { e = hb8 ? Launch<T, 8>(a, num_sms, s) : Launch<T, 4>(a, num_sms, s); });
+  return e;
 }
 
 }  // namespace kiln::cuda
