@@ -30,42 +30,67 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 date -u | tee -a "$OUT/gpu.txt"
 # kiln_tests reads fixtures at its compiled-in path /work/main/../shared.
 mkdir -p /work/main && ln -sfn "$PWD/.carry/shared" /work/shared
-# SECTIONS picks the parts (default all): tests latency throughput hf; QUICK=1 trims each.
-SECTIONS=" ${SECTIONS:-tests latency throughput hf} "
+# SECTIONS picks the parts (default: tests latency tp_short hf): tests sanitizer latency tp_short
+# tp_long hf. QUICK=1 trims the latency list. Raw JSON goes to $OUT/raw (merged into
+# $OUT/results.json at the end: the device tool returns at most 8 files).
+SECTIONS=" ${SECTIONS:-tests latency tp_short hf} "
 QUICK=${QUICK:-0}
+R="$OUT/raw"
+mkdir -p "$R"
 on() { [[ "$SECTIONS" == *" $1 "* ]]; }
+GPU_TESTS='*Cuda*:*ExecutorGpu*:*StepGraphs*'
 if on tests; then
-echo "== GPU executor equality tests, step graphs"
-timeout 200 .carry/kiln_tests --gtest_filter='*ExecutorGpu*:*StepGraphs*:*CudaSampl*' 2>&1 |
-  grep -E "^\[  |Failure|diverg|graphs recorded|Expected|Which is" | tail -30 | tee "$OUT/tests.txt"
+  echo "== GPU tests: CUDA ops vs the CPU oracle, executor equality, step graphs, device sampling"
+  timeout 300 .carry/kiln_tests --gtest_filter="$GPU_TESTS" > "$OUT/tests.log" 2>&1
+  echo "kiln_tests exit $?" >> "$OUT/tests.log"
+  KILN_CUDA_PREFILL_ATTN=0 timeout 120 .carry/kiln_tests --gtest_filter='*Attention*' > "$OUT/tests_splitk.log" 2>&1
+  echo "kiln_tests (split-K only) exit $?" >> "$OUT/tests_splitk.log"
+  grep -hE "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|exit [0-9]|graphs recorded|diverged" "$OUT"/tests*.log | sort | uniq -c | sort -rn | head -40
+fi
+if on sanitizer; then
+  echo "== compute-sanitizer memcheck over the CUDA op tests"
+  timeout 400 /usr/local/cuda/bin/compute-sanitizer --tool memcheck --error-exitcode 9 .carry/kiln_tests \
+    --gtest_filter='CudaOps*:*CudaDecode*:*CudaPrefill*:*CudaSampl*:*CudaOpsUpload*' > "$OUT/memcheck.log" 2>&1
+  echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"
+  grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/memcheck.log" | tail -5
 fi
 if on latency; then
-echo "== kiln bench (latency)"
-lat() {  # batch isl osl tag [env...]
-  local b=$1 i=$2 o=$3 tag=$4; shift 4
-  env "$@" timeout 150 $K bench --engine $E --device cuda --batch $b --isl $i --osl $o --iterations 3 --json \
-    > "$OUT/lat_b${b}_isl${i}${tag}.json" 2>> "$OUT/err.log" || echo "bench failed: $b $i $o $tag"
-}
-lat 1 128 256 ""
-lat 1 128 256 "_nograph" KILN_CUDA_GRAPHS=0
-lat 1 2048 8 ""
-lat 8 128 64 ""
-[[ $QUICK == 1 ]] || lat 32 128 64 ""
-lat 64 128 64 ""
+  echo "== kiln bench (latency)"
+  lat() {  # batch isl osl tag [env...]
+    local b=$1 i=$2 o=$3 tag=$4; shift 4
+    env "$@" timeout 150 $K bench --engine $E --device cuda --batch $b --isl $i --osl $o --iterations 3 --json \
+      > "$R/lat_b${b}_isl${i}${tag}.json" 2>> "$OUT/err.log" || echo "bench failed: $b $i $o $tag"
+  }
+  lat 1 128 256 ""
+  lat 1 128 256 "_nograph" KILN_CUDA_GRAPHS=0
+  lat 1 128 256 "_unfused" KILN_CUDA_FUSED_GATED=0
+  lat 1 2048 8 ""
+  lat 8 128 64 ""
+  [[ $QUICK == 1 ]] || lat 32 128 64 ""
+  lat 64 128 64 ""
 fi
-if on throughput; then
-echo "== kiln bench (throughput)"
-tp() { timeout "$5" $K bench --mode throughput --engine $E --device cuda --isl $1 --osl $2 --num-requests $3 \
-         --max-batch-size $4 --json ${6:-} > "$OUT/tp_$1_$2_b$4.json" 2>> "$OUT/err.log" || echo "throughput failed: $1/$2"; }
-tp 128 128 1000 256 90
-tp 128 128 1000 512 90 "--max-num-tokens 16384"
-[[ $QUICK == 1 ]] || tp 2048 128 200 128 90
+tp() {  # isl osl requests timeout [flags...]
+  local i=$1 o=$2 n=$3 t=$4; shift 4
+  timeout "$t" $K bench --mode throughput --engine $E --device cuda --isl $i --osl $o --num-requests $n \
+    --disable-prefix-caching --json "$@" > "$R/tp_${i}_${o}.json" 2>> "$OUT/err.log" || echo "throughput failed: $i/$o"
+}
+TP_FLAGS=${TP_FLAGS:---max-batch-size 512 --max-num-tokens 16384}
+if on tp_short; then
+  echo "== kiln bench (throughput: 128/128, 128/2048, 2048/128)"
+  tp 128 128 1000 90 $TP_FLAGS
+  tp 128 2048 200 150 $TP_FLAGS
+  tp 2048 128 1000 200 $TP_FLAGS
+fi
+if on tp_long; then
+  echo "== kiln bench (throughput: 2048/2048, 1000/1000)"
+  tp 2048 2048 200 240 $TP_FLAGS
+  tp 1000 1000 1000 300 $TP_FLAGS
 fi
 if on hf; then
-echo "== HF transformers peer"
-P=.carry/shared/configs/llama-3-8b.json
-timeout 150 python3 bench/peers/hf_generate.py --config $P --batch 1 --isl 128 --osl 256 --iterations 1 > "$OUT/hf_b1.json" 2>> "$OUT/err.log"
-timeout 100 python3 bench/peers/hf_generate.py --config $P --batch 64 --isl 128 --osl 64 --iterations 1 > "$OUT/hf_b64.json" 2>> "$OUT/err.log"
+  echo "== HF transformers peer"
+  P=.carry/shared/configs/llama-3-8b.json
+  timeout 150 python3 bench/peers/hf_generate.py --config $P --batch 1 --isl 128 --osl 256 --iterations 1 > "$R/hf_b1.json" 2>> "$OUT/err.log"
+  timeout 100 python3 bench/peers/hf_generate.py --config $P --batch 64 --isl 128 --osl 64 --iterations 1 > "$R/hf_b64.json" 2>> "$OUT/err.log"
 fi
 python3 - "$OUT" <<'PY'
 import json, sys, glob, os
@@ -73,20 +98,24 @@ out = sys.argv[1]
 def load(p):
     try: return json.load(open(p))
     except Exception: return None
+merged = {os.path.basename(f)[:-5]: load(f) for f in sorted(glob.glob(out + "/raw/*.json"))}
+json.dump(merged, open(out + "/results.json", "w"), indent=1)
 print("\n%-22s %9s %9s %10s %9s %7s" % ("kiln bench (latency)", "TTFT ms", "step ms", "tok/s", "GB/s", "%copy"))
-for f in sorted(glob.glob(out + "/lat_*.json")):
+for f in sorted(glob.glob(out + "/raw/lat_*.json")):
     j = load(f)
     if not j: continue
-    print("%-22s %9.2f %9.3f %10.1f %9.0f %6.1f%%" % ("b%d isl%d osl%d" % (j["batch"], j["isl"], j["osl"]), j["ttft_ms"],
+    print("%-22s %9.2f %9.3f %10.1f %9.0f %6.1f%%" % (os.path.basename(f)[4:-5], j["ttft_ms"],
           j["tpot_ms"], j["decode_tokens_per_s"], j["weight_stream_gbs"], j["pct_of_copy_bandwidth"]))
     if "single_request" in j:
         s = j["single_request"]
         print("%-22s %9.2f %9.3f %10.1f %9.0f %6.1f%%  executor/single %.3f" % ("  single-request path", s["ttft_ms"],
               1000 / max(s["decode_tokens_per_s"], 1e-9), s["decode_tokens_per_s"], s["weight_stream_gbs"], s["pct_of_copy_bandwidth"], s["executor_vs_single"]))
-for f in sorted(glob.glob(out + "/tp_*.json")):
+for f in sorted(glob.glob(out + "/raw/tp_*.json")):
     j = load(f)
-    if j: print("throughput %s: %s" % (os.path.basename(f), json.dumps({k: v for k, v in j.items() if not isinstance(v, (dict, list))})[:300]))
+    if j: print("throughput %-14s %9.1f out tok/s  %6.2f req/s  %7.1f s  steps %d  TTFT p50 %.0f ms  TPOT p50 %.2f ms  failed %d" % (
+        os.path.basename(f)[3:-5], j["output_tokens_per_s"], j["requests_per_s"], j["elapsed_s"], j["steps"],
+        j["ttft_ms"]["p50"], j["tpot_ms"]["p50"], j["failed"]))
 for f in ("hf_b1.json", "hf_b64.json"):
-    j = load(out + "/" + f)
+    j = load(out + "/raw/" + f)
     if j: print("HF %s: ttft %.1f ms, decode %.1f tok/s" % (f, j["ttft_ms"], j["decode_tokens_per_s"]))
 PY
