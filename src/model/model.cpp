@@ -339,6 +339,12 @@ Expected<Tensor> Model::Forward(const StepInputs& in, std::vector<KvCacheLayer>&
   KILN_ASSIGN_OR_RETURN(bool replayed, backend_.ReplayGraph(key));
   if (replayed) return logits.SliceRows(0, L);
   Status st = backend_.PrepareAttention(g.batch, shape);
+  if (st.ok() && graph_seen_.insert(key).second) {
+    // First sight of this shape: run it op by op (kernels do their one-time setup outside a
+    // recording, and a shape seen only once is never recorded); record it the next time.
+    Enqueue(g, cache);
+    return logits.SliceRows(0, L);
+  }
   if (st.ok()) st = backend_.CaptureGraph(key, [&] {
     Enqueue(g, cache);
     return Status::Ok();

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "backend/backend.h"
@@ -99,6 +100,7 @@ class Model {
   bool graphs_failed_ = false;
   int graphs_recorded_ = 0;
   uint64_t reserve_epoch_ = 0;
+  std::unordered_set<uint64_t> graph_seen_;  // decode shapes run once op by op
 };
 
 }  // namespace kiln
