@@ -1,11 +1,18 @@
 // Tensor-core flash attention (FA2-style, mma.sync m16n8k16, fp32 accumulation) over the paged
 // KV cache, for f16/bf16 prefill and mixed batches.
 //
-// Grid: (sequence x query tile of 64, query head). 4 warps; each warp owns 16 query rows.
-// Per key tile: Q.K^T from shared memory (ldmatrix), scale / softcap / ALiBi / causal + window
-// mask, online softmax in registers, P (re-packed from the S accumulators) . V (ldmatrix.trans).
-// Head dims are padded to HD in {64, 128, 256} with zeros. Keys past the sequence are zero-filled
-// so that masked probabilities never meet unwritten cache memory.
+// One block per (query tile of kBQ = NW * 16 * WM rows of one sequence, query head); the 1-D grid
+// runs heads fastest (the heads of one GQA group share K/V through L2) and query tiles from the
+// last (longest under causal masking) to the first, so that long blocks start first.
+// NW warps; each warp owns WM m-tiles of 16 query rows. K/V tiles of BK keys are gathered from
+// the paged cache with cp.async into ST shared-memory stages (one barrier per tile; tile t + ST - 1
+// loads while tile t computes; the block-table reads run one tile further ahead). Q.K^T from
+// ldmatrix fragments (Q held in registers where the budget allows), online softmax in registers
+// in base 2 (the scale folded into log2 e; O rescaled only when a row maximum moved), P kept in
+// registers as the A operand of P . V (ldmatrix.trans for V). Tiles a warp cannot see under the
+// causal / window mask are skipped; only tiles that straddle the mask edge are masked.
+// Head dims are padded to HD in {64, 128, 256} with zeros. Keys past the block's last position
+// are zero-filled so that masked probabilities never meet unwritten cache memory.
 #include <cfloat>
 
 #include "backend/cuda/kernels/common.cuh"
@@ -13,9 +20,8 @@
 namespace kiln::cuda {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kBQ = 16 * kWarps;
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kNegBig = -1e30f;  // finite "minus infinity" for running maxima (times log2 e stays finite)
 
 template <typename T>
 __device__ __forceinline__ void Mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1);
@@ -49,6 +55,22 @@ __device__ __forceinline__ void Ldsm4T(uint32_t* r, const void* p) {
                : "r"(a));
 }
 
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ float Exp2(float x) {  // ex2.approx: exp2(-inf) = 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <typename T>
 __device__ __forceinline__ uint32_t Pack2(float lo, float hi) {
   union {
@@ -60,212 +82,357 @@ __device__ __forceinline__ uint32_t Pack2(float lo, float hi) {
   return v.u;
 }
 
-template <int HD>
+// HD: padded head dim; NW warps of WM m-tiles (16 rows) each; MINB blocks per SM (register cap);
+// BK keys per tile; ST shared-memory stages of K and V; QREG: Q fragments live in registers.
+template <int HD_, int NW_, int WM_, int MINB_, int BK_, int ST_, bool QREG_>
 struct Cfg {
-  static constexpr int kBK = HD >= 256 ? 32 : 64;  // keys per tile
-  static constexpr int kLd = HD + 8;               // smem row stride (elements): 16-byte pad
-  static constexpr size_t SmemBytes(size_t elem) { return elem * kLd * (kBQ + 2 * kBK); }
+  static constexpr int HD = HD_, NW = NW_, WM = WM_, MINB = MINB_, BK = BK_, ST = ST_;
+  static constexpr bool QREG = QREG_;
+  static constexpr int kThreads = NW * 32;
+  static constexpr int kBQ = NW * 16 * WM;  // query rows per block
+  static constexpr int kLd = HD + 8;        // smem row stride (elements): 16-byte pad
+  static constexpr size_t SmemBytes(size_t elem) { return elem * kLd * (kBQ + 2 * ST * BK); }
 };
 
-template <typename T, int HD>
-__global__ void __launch_bounds__(kWarps * 32) PrefillKernel(AttnArgs a, int tiles_per_seq) {
-  using C = Cfg<HD>;
-  constexpr int BK = C::kBK, LD = C::kLd, NT = BK / 8, DT = HD / 8;
+template <typename T, typename C>
+__global__ void __launch_bounds__(C::kThreads, C::MINB) PrefillKernel(const AttnArgs a, const int tiles_per_seq) {
+  constexpr int HD = C::HD, WM = C::WM, BQ = C::kBQ, BK = C::BK, LD = C::kLd, NTH = C::kThreads, ST = C::ST;
+  constexpr int NT = BK / 8, DT = HD / 8, KT = HD / 16;
+  constexpr int CPR = HD / 8;     // 16-byte chunks per row
+  constexpr int RPP = NTH / CPR;  // rows per load pass
+  static_assert(NTH % CPR == 0 && BK % RPP == 0 && BQ % RPP == 0, "load mapping");
+  static_assert(ST >= 2, "stages");
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* qs = reinterpret_cast<T*>(smem_raw);  // [kBQ][LD]
-  T* ks = qs + kBQ * LD;                   // [BK][LD]
-  T* vs = ks + BK * LD;                    // [BK][LD]
+  T* qs = reinterpret_cast<T*>(smem_raw);  // [BQ][LD]
+  T* ks = qs + BQ * LD;                    // [ST][BK][LD]
+  T* vs = ks + ST * BK * LD;               // [ST][BK][LD]
 
-  const int seq = blockIdx.x / tiles_per_seq, tile = blockIdx.x % tiles_per_seq;
+  const int hq = a.n_heads, hkv = a.n_kv_heads, hd = a.head_dim;
+  int lin = blockIdx.x;
+  const int h = lin % hq;
+  lin /= hq;
+  const int seq = lin % a.n_seqs;
+  const int tile = tiles_per_seq - 1 - lin / a.n_seqs;
   const int q0 = a.q_start[seq], qn = a.q_start[seq + 1] - q0;
-  const int r0 = tile * kBQ;
+  const int r0 = tile * BQ;
   if (r0 >= qn) return;
-  const int rows = min(kBQ, qn - r0);
-  const int h = blockIdx.y, hq = a.n_heads, hkv = a.n_kv_heads, hd = a.head_dim, kvh = h / (hq / hkv);
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int rows = min(BQ, qn - r0);
+  const int kvh = h / (hq / hkv);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tig = lane & 3;
   const int64_t row_stride = static_cast<int64_t>(hq + 2 * hkv) * hd;
+  const int32_t* pos_g = a.positions + q0 + r0;
+  const int win = a.sliding_window;
+  const int kv_lo = win > 0 ? max(0, pos_g[0] - win + 1) : 0;
+  const int kv_hi = pos_g[rows - 1] + 1;  // positions rise within a sequence's chunk
+  const int n_tiles = (kv_hi - kv_lo + BK - 1) / BK;
 
-  // Q tile -> smem (zero padded).
-  const T* qg = static_cast<const T*>(a.qkv) + static_cast<int64_t>(q0 + r0) * row_stride + static_cast<int64_t>(h) * hd;
-  for (int i = tid; i < kBQ * (HD / 8); i += kWarps * 32) {
-    const int r = i / (HD / 8), c = (i % (HD / 8)) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < rows && c < hd) v = *reinterpret_cast<const uint4*>(qg + r * row_stride + c);
-    *reinterpret_cast<uint4*>(qs + r * LD + c) = v;
-  }
+  // This thread's 16-byte column and first row in every tile load.
+  const int lc = (tid % CPR) * 8, lr = tid / CPR;
+  const bool col_ok = lc < hd;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
 
-  // This thread's two rows (g and g + 8 of its warp's 16).
-  const int g = lane >> 2, tig = lane & 3;
-  int pos_r[2], first_r[2];
+  // Q tile -> smem (zero padded); it travels in the first cp.async group with K(0).
+  {
+    const T* qg =
+        static_cast<const T*>(a.qkv) + static_cast<int64_t>(q0 + r0) * row_stride + static_cast<int64_t>(h) * hd + lc;
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = warp * 16 + g + 8 * i;
-    pos_r[i] = r < rows ? a.positions[q0 + r0 + r] : -1;
-    first_r[i] = a.sliding_window > 0 ? max(0, pos_r[i] - a.sliding_window + 1) : 0;
+    for (int it = 0; it < BQ / RPP; ++it) {
+      const int r = lr + it * RPP;
+      T* d = qs + r * LD + lc;
+      if (r < rows && col_ok) {
+        CpAsync16(d, qg + r * row_stride);
+      } else {
+        *reinterpret_cast<uint4*>(d) = zero;
+      }
+    }
   }
-  const int last_pos = a.positions[q0 + r0 + rows - 1];
-  const int first_pos = a.positions[q0 + r0];
-  const int kv_lo = a.sliding_window > 0 ? max(0, first_pos - a.sliding_window + 1) : 0;
-  const int kv_hi = last_pos + 1;
-  const float slope = a.alibi ? a.alibi[h] : 0.0f;
-
   const int32_t* table = a.block_tables + static_cast<int64_t>(seq) * a.max_blocks_per_seq;
   const int bs = a.block_size;
-  const T* kc = static_cast<const T*>(a.k_cache);
-  const T* vc = static_cast<const T*>(a.v_cache);
-
-  float o[DT][4];
+  const T* kc = static_cast<const T*>(a.k_cache) + static_cast<int64_t>(kvh) * hd + lc;
+  const T* vc = static_cast<const T*>(a.v_cache) + static_cast<int64_t>(kvh) * hd + lc;
+  // Cache row (slot * hkv, int32: caches below 2^31 slot-heads) of each key this thread loads, one
+  // tile ahead so that the block-table reads are off the critical path; -1: past the block's keys
+  // (zero-filled).
+  constexpr int LIT = BK / RPP;
+  auto rows_of = [&](int kb, int* cr) {
 #pragma unroll
-  for (int d = 0; d < DT; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-  float m_r[2] = {-FLT_MAX, -FLT_MAX}, l_r[2] = {0.0f, 0.0f};
-
-  for (int kb = kv_lo; kb < kv_hi; kb += BK) {
-    __syncthreads();  // previous tile's K/V fully consumed (and Q stored, first time)
-    for (int i = tid; i < BK * (HD / 8); i += kWarps * 32) {
-      const int r = i / (HD / 8), c = (i % (HD / 8)) * 8;
-      const int j = kb + r;
-      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-      if (j < kv_hi && c < hd) {
-        const int64_t off = ((static_cast<int64_t>(table[j / bs]) * bs + j % bs) * hkv + kvh) * hd + c;
-        kv = *reinterpret_cast<const uint4*>(kc + off);
-        vv = *reinterpret_cast<const uint4*>(vc + off);
-      }
-      *reinterpret_cast<uint4*>(ks + r * LD + c) = kv;
-      *reinterpret_cast<uint4*>(vs + r * LD + c) = vv;
+    for (int it = 0; it < LIT; ++it) {
+      const int j = kb + lr + it * RPP;
+      cr[it] = j < kv_hi && col_ok ? (table[j / bs] * bs + j % bs) * hkv : -1;
     }
-    __syncthreads();
-
-    // S = Q K^T for this warp's 16 rows x BK keys.
-    float s[NT][4];
+  };
+  auto load_tile = [&](T* dst, const T* cache, const int* cr) {
 #pragma unroll
-    for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      uint32_t qa[4];
-      Ldsm4(qa, qs + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
-#pragma unroll
-      for (int n2 = 0; n2 < NT / 2; ++n2) {
-        uint32_t kb4[4];
-        const int mi = lane >> 3;
-        Ldsm4(kb4, ks + (n2 * 16 + (mi >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (mi & 1) * 8);
-        Mma<T>(s[2 * n2], qa, kb4[0], kb4[1]);
-        Mma<T>(s[2 * n2 + 1], qa, kb4[2], kb4[3]);
+    for (int it = 0; it < LIT; ++it) {
+      T* d = dst + (lr + it * RPP) * LD + lc;
+      if (cr[it] >= 0) {
+        CpAsync16(d, cache + static_cast<int64_t>(cr[it]) * hd);
+      } else {
+        *reinterpret_cast<uint4*>(d) = zero;
       }
     }
-
-    // Scale, softcap, ALiBi, mask; online softmax (base 2).
-    float mx[2] = {-FLT_MAX, -FLT_MAX};
+  };
+  // Prologue: tiles 0 .. ST-2, one cp.async group each (Q travels with tile 0).
+  int cr[LIT];
+  rows_of(kv_lo, cr);
 #pragma unroll
-    for (int n = 0; n < NT; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e >> 1, j = kb + n * 8 + tig * 2 + (e & 1);
-        float v = s[n][e] * a.scale;
-        if (a.softcap > 0.0f) v = a.softcap * tanhf(v / a.softcap);
-        v += slope * static_cast<float>(j - pos_r[i]);
-        v = (j <= pos_r[i] && j >= first_r[i]) ? v * kLog2e : -INFINITY;
-        s[n][e] = v;
-        mx[i] = fmaxf(mx[i], v);
-      }
+  for (int p = 0; p < ST - 1; ++p) {
+    if (p < n_tiles) {
+      load_tile(ks + p * BK * LD, kc, cr);
+      load_tile(vs + p * BK * LD, vc, cr);
     }
-    float alpha[2];
+    CpAsyncCommit();
+    rows_of(kv_lo + (p + 1) * BK, cr);  // rows of the next tile to issue
+  }
+
+  // This warp's rows [wr0, wr0 + 16 WM) and the positions that bound what it can see.
+  const int wr0 = warp * 16 * WM;
+  const bool w_live = wr0 < rows;
+  const bool w_pad = wr0 + 16 * WM > rows;
+  const int w_pos_first = w_live ? pos_g[wr0] : 0;
+  const int w_pos_last = w_live ? pos_g[min(wr0 + 16 * WM, rows) - 1] : -1;
+  const int w_lo_first = win > 0 ? max(0, w_pos_first - win + 1) : 0;  // smallest window start
+  const int w_lo_last = win > 0 ? max(0, w_pos_last - win + 1) : 0;    // largest window start
+
+  // This thread's rows: g and g + 8 of each of its warp's m-tiles.
+  int pos_r[WM][2], first_r[WM][2];
+#pragma unroll
+  for (int mt = 0; mt < WM; ++mt)
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-      const float m_new = fmaxf(m_r[i], mx[i]);
-      alpha[i] = exp2f(m_r[i] - m_new);
-      m_r[i] = m_new;
+      const int r = wr0 + mt * 16 + g + 8 * i;
+      pos_r[mt][i] = r < rows ? pos_g[r] : -1;
+      first_r[mt][i] = win > 0 ? max(0, pos_r[mt][i] - win + 1) : 0;
     }
-    float rs[2] = {0.0f, 0.0f};
+  const bool plain = a.softcap <= 0.0f && a.alibi == nullptr;
+  const float sl = plain ? a.scale * kLog2e : kLog2e;  // scores -> base-2 logits
+  const float slope = a.alibi ? a.alibi[h] : 0.0f;
+
+  uint32_t qf[C::QREG ? WM : 1][C::QREG ? KT : 1][4];
+  float o[WM][DT][4];
 #pragma unroll
-    for (int n = 0; n < NT; ++n) {
+  for (int mt = 0; mt < WM; ++mt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e >> 1;
-        const float p = exp2f(s[n][e] - m_r[i]);  // -inf -> 0; m_r stays finite (-FLT_MAX at worst)
-        s[n][e] = p;
-        rs[i] += p;
+    for (int d = 0; d < DT; ++d) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.0f;
+  float m_r[WM][2], l_r[WM][2];
+#pragma unroll
+  for (int mt = 0; mt < WM; ++mt) m_r[mt][0] = m_r[mt][1] = kNegBig, l_r[mt][0] = l_r[mt][1] = 0.0f;
+
+  int st = 0;  // stage of tile t
+  for (int t = 0; t < n_tiles; ++t) {
+    const int kb = kv_lo + t * BK;
+    CpAsyncWait<ST - 2>();  // tile t (and Q) landed for this thread
+    __syncthreads();        // ... for every thread; and every warp is done with tile t - 1
+    {
+      // Issue tile t + ST - 1 into the stage that tile t - 1 used.
+      const int ld = st == 0 ? ST - 1 : st - 1;
+      if (t + ST - 1 < n_tiles) {
+        load_tile(ks + ld * BK * LD, kc, cr);
+        load_tile(vs + ld * BK * LD, vc, cr);
+      }
+      CpAsyncCommit();
+      if (t + ST < n_tiles) rows_of(kb + ST * BK, cr);
+    }
+    if constexpr (C::QREG) {
+      if (t == 0) {
+#pragma unroll
+        for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+          for (int kk = 0; kk < KT; ++kk)
+            Ldsm4(qf[mt][kk], qs + (wr0 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
       }
     }
+    const T* kt = ks + st * BK * LD;
+    const T* vt = vs + st * BK * LD;
+    st = st + 1 == ST ? 0 : st + 1;
+    // Warp-uniform: does any of the warp's rows see a key of this tile; does any row need a mask?
+    const bool active = w_live && kb <= w_pos_last && kb + BK - 1 >= w_lo_first;
+    const bool masked = w_pad || kb + BK - 1 > w_pos_first || kb < w_lo_last;
+
+    float s[WM][NT][4];
+    if (active) {
+      // S = Q K^T.
 #pragma unroll
-    for (int i = 0; i < 2; ++i) l_r[i] = l_r[i] * alpha[i] + rs[i];
+      for (int mt = 0; mt < WM; ++mt)
 #pragma unroll
-    for (int d = 0; d < DT; ++d) {
-      o[d][0] *= alpha[0];
-      o[d][1] *= alpha[0];
-      o[d][2] *= alpha[1];
-      o[d][3] *= alpha[1];
+        for (int n = 0; n < NT; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < KT; ++kk) {
+        uint32_t qa[WM][4];
+#pragma unroll
+        for (int mt = 0; mt < WM; ++mt) {
+          if constexpr (C::QREG) {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) qa[mt][x] = qf[mt][kk][x];
+          } else {
+            Ldsm4(qa[mt], qs + (wr0 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+          }
+        }
+#pragma unroll
+        for (int n2 = 0; n2 < NT / 2; ++n2) {
+          uint32_t kb4[4];
+          const int mi = lane >> 3;
+          Ldsm4(kb4, kt + (n2 * 16 + (mi >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (mi & 1) * 8);
+#pragma unroll
+          for (int mt = 0; mt < WM; ++mt) {
+            Mma<T>(s[mt][2 * n2], qa[mt], kb4[0], kb4[1]);
+            Mma<T>(s[mt][2 * n2 + 1], qa[mt], kb4[2], kb4[3]);
+          }
+        }
+      }
+
+      // Softcap / ALiBi (general path: s becomes the logit), then the causal / window mask.
+      if (!plain) {
+#pragma unroll
+        for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+          for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int j = kb + n * 8 + tig * 2 + (e & 1);
+              float v = s[mt][n][e] * a.scale;
+              if (a.softcap > 0.0f) v = a.softcap * tanhf(v / a.softcap);
+              s[mt][n][e] = v + slope * static_cast<float>(j - pos_r[mt][e >> 1]);
+            }
+      }
+      if (masked) {
+#pragma unroll
+        for (int mt = 0; mt < WM; ++mt)
+#pragma unroll
+          for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int j = kb + n * 8 + tig * 2 + (e & 1), i = e >> 1;
+              if (j > pos_r[mt][i] || j < first_r[mt][i]) s[mt][n][e] = -INFINITY;
+            }
+      }
+
+      // Online softmax (base 2).
+#pragma unroll
+      for (int mt = 0; mt < WM; ++mt) {
+        float mx[2] = {kNegBig, kNegBig};
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          mx[0] = fmaxf(mx[0], fmaxf(s[mt][n][0], s[mt][n][1]));
+          mx[1] = fmaxf(mx[1], fmaxf(s[mt][n][2], s[mt][n][3]));
+        }
+        float msl[2], alpha[2], rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+          const float m_new = fmaxf(m_r[mt][i], mx[i]);
+          alpha[i] = Exp2((m_r[mt][i] - m_new) * sl);
+          m_r[mt][i] = m_new;
+          msl[i] = m_new * sl;
+          l_r[mt][i] *= alpha[i];
+        }
+        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {  // a row maximum moved
+#pragma unroll
+          for (int d = 0; d < DT; ++d) {
+            o[mt][d][0] *= alpha[0];
+            o[mt][d][1] *= alpha[0];
+            o[mt][d][2] *= alpha[1];
+            o[mt][d][3] *= alpha[1];
+          }
+        }
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float p = Exp2(fmaf(s[mt][n][e], sl, -msl[e >> 1]));  // -inf -> 0
+            s[mt][n][e] = p;
+            rs[e >> 1] += p;
+          }
+        l_r[mt][0] += rs[0];
+        l_r[mt][1] += rs[1];
+      }
     }
 
-    // O += P V.
+    if (active) {
+      // O += P V.
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
-      uint32_t pa[4];
-      pa[0] = Pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = Pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = Pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = Pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      for (int kk = 0; kk < BK / 16; ++kk) {
+        uint32_t pa[WM][4];
 #pragma unroll
-      for (int d2 = 0; d2 < DT / 2; ++d2) {
-        uint32_t vb[4];
-        const int mi = lane >> 3;
-        Ldsm4T(vb, vs + (kk * 16 + (mi & 1) * 8 + (lane & 7)) * LD + d2 * 16 + (mi >> 1) * 8);
-        Mma<T>(o[2 * d2], pa, vb[0], vb[1]);
-        Mma<T>(o[2 * d2 + 1], pa, vb[2], vb[3]);
+        for (int mt = 0; mt < WM; ++mt) {
+          pa[mt][0] = Pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][1] = Pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][2] = Pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][3] = Pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int d2 = 0; d2 < DT / 2; ++d2) {
+          uint32_t vb[4];
+          const int mi = lane >> 3;
+          Ldsm4T(vb, vt + (kk * 16 + (mi & 1) * 8 + (lane & 7)) * LD + d2 * 16 + (mi >> 1) * 8);
+#pragma unroll
+          for (int mt = 0; mt < WM; ++mt) {
+            Mma<T>(o[mt][2 * d2], pa[mt], vb[0], vb[1]);
+            Mma<T>(o[mt][2 * d2 + 1], pa[mt], vb[2], vb[3]);
+          }
+        }
       }
     }
   }
+  CpAsyncWait<0>();  // nothing may be in flight when the block exits (the last groups are empty)
 
   // Normalise and store.
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    float l = l_r[i];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    l_r[i] = l > 0.0f ? 1.0f / l : 0.0f;
-  }
   T* out = static_cast<T*>(a.out);
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = warp * 16 + g + 8 * i;
-    if (r >= rows) continue;
-    T* orow = out + static_cast<int64_t>(q0 + r0 + r) * hq * hd + static_cast<int64_t>(h) * hd;
+  for (int mt = 0; mt < WM; ++mt)
 #pragma unroll
-    for (int d = 0; d < DT; ++d) {
-      const int c = d * 8 + tig * 2;
-      if (c < hd) {
-        const uint32_t v = Pack2<T>(o[d][2 * i] * l_r[i], o[d][2 * i + 1] * l_r[i]);
-        *reinterpret_cast<uint32_t*>(orow + c) = v;
+    for (int i = 0; i < 2; ++i) {
+      float l = l_r[mt][i];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      const int r = wr0 + mt * 16 + g + 8 * i;
+      if (r >= rows) continue;
+      T* orow = out + static_cast<int64_t>(q0 + r0 + r) * hq * hd + static_cast<int64_t>(h) * hd;
+#pragma unroll
+      for (int d = 0; d < DT; ++d) {
+        const int c = d * 8 + tig * 2;
+        if (c < hd) *reinterpret_cast<uint32_t*>(orow + c) = Pack2<T>(o[mt][d][2 * i] * inv, o[mt][d][2 * i + 1] * inv);
       }
     }
-  }
 }
 
-template <typename T, int HD>
+template <typename T, typename C>
 cudaError_t Launch(const AttnArgs& a, cudaStream_t s) {
-  const size_t smem = Cfg<HD>::SmemBytes(sizeof(T));
-  cudaError_t e = cudaFuncSetAttribute(PrefillKernel<T, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem));
+  const size_t smem = C::SmemBytes(sizeof(T));
+  cudaError_t e =
+      cudaFuncSetAttribute(PrefillKernel<T, C>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (e != cudaSuccess) return e;
-  const int tiles = (a.max_q_len + kBQ - 1) / kBQ;
-  const dim3 grid(a.n_seqs * tiles, a.n_heads);
-  PrefillKernel<T, HD><<<grid, kWarps * 32, smem, s>>>(a, tiles);
+  const int tiles = (a.max_q_len + C::kBQ - 1) / C::kBQ;
+  const int64_t blocks = static_cast<int64_t>(a.n_seqs) * tiles * a.n_heads;
+  if (blocks <= 0) return cudaSuccess;
+  if (blocks > 0x7fffffff) return cudaErrorNotSupported;
+  PrefillKernel<T, C><<<static_cast<unsigned>(blocks), C::kThreads, smem, s>>>(a, tiles);
   return cudaGetLastError();
 }
 
+// One configuration per head dim, 128 query rows per block of 8 warps. For hd 128 two blocks per
+// SM (128 registers, Q re-read from shared memory) beat one block with Q in registers once the
+// grid has more blocks than SMs (H100, Llama-3-8B shape, S = 2048: 0.170 vs 0.193 ms); with at
+// most one block per SM the one-block form is faster (S = 512: 0.032 vs 0.037 ms); see
+// bench/kernels/prefill_attention_bench.cu.
+using Cfg64 = Cfg<64, 8, 1, 2, 64, 2, true>;
+using Cfg128 = Cfg<128, 8, 1, 2, 64, 2, false>;
+using Cfg256 = Cfg<256, 8, 1, 1, 32, 2, false>;
+
 template <typename T>
 cudaError_t LaunchT(const AttnArgs& a, cudaStream_t s) {
-  if (a.head_dim <= 64) return Launch<T, 64>(a, s);
-  if (a.head_dim <= 128) return Launch<T, 128>(a, s);
-  return Launch<T, 256>(a, s);
+  if (a.head_dim <= 64) return Launch<T, Cfg64>(a, s);
+  if (a.head_dim <= 128) return Launch<T, Cfg128>(a, s);
+  return Launch<T, Cfg256>(a, s);
 }
 
 }  // namespace
 
 bool PrefillAttentionSupported(const AttnArgs& a, ElemType t) {
   return t != ElemType::kF32 && a.head_dim >= 32 && a.head_dim <= 256 && a.head_dim % 8 == 0 && a.n_kv_heads > 0 &&
-         a.n_heads % a.n_kv_heads == 0 && a.n_seqs > 0;
+         a.n_heads % a.n_kv_heads == 0 && a.n_seqs > 0 && a.block_size > 0;
 }
 
 cudaError_t LaunchPrefillAttention(const AttnArgs& a, ElemType t, cudaStream_t s) {
