@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "model/model.h"
+#include "runtime/device_sampling.h"
 #include "runtime/kv_cache.h"
 #include "runtime/special_tokens.h"
 #include "runtime/step_builder.h"
@@ -27,10 +28,16 @@ struct Engine::Impl {
   int64_t max_seq_len = 0;
   int max_num_tokens = 512;
   double load_seconds = 0;
+  // Sampling on the device (unless KILN_HOST_SAMPLING=1): a step copies back one id.
+  bool device_sampling_on = true;
+  DeviceSampling sampling;
+  DeviceBuffer greedy_id;  // i32 [1]
 
   // Runs tokens [begin, end) of `seq` (positions begin..end-1) and returns host logits of
-  // the last token (want_all: of every token, appended to *all).
-  Status Step(std::span<const int32_t> seq, int64_t begin, int64_t end, bool want_all, std::vector<float>* out) {
+  // the last token (want_all: of every token, appended to *all). With `device`, the last
+  // token's logits stay on the device: *device views them and *out is untouched.
+  Status Step(std::span<const int32_t> seq, int64_t begin, int64_t end, bool want_all, std::vector<float>* out,
+              Tensor* device = nullptr) {
     const int64_t V = model->config().vocab_size;
     for (int64_t s = begin; s < end; s += max_num_tokens) {
       const int64_t e = std::min<int64_t>(end, s + max_num_tokens);
@@ -41,7 +48,9 @@ struct Engine::Impl {
       chunk.logits = want_all ? LogitsWanted::kAll : (e == end ? LogitsWanted::kLast : LogitsWanted::kNone);
       KILN_ASSIGN_OR_RETURN(StepInputs in, steps.Build(std::span<const SequenceChunk>(&chunk, 1), kv->block_size()));
       KILN_ASSIGN_OR_RETURN(Tensor logits, model->Forward(in, kv->layers()));
-      if (in.n_logits > 0) {
+      if (in.n_logits > 0 && device && !want_all) {
+        *device = logits;
+      } else if (in.n_logits > 0) {
         const size_t old = want_all ? out->size() : 0;
         out->resize(old + static_cast<size_t>(in.n_logits) * V);
         KILN_RETURN_IF_ERROR(backend->CopyToHostF32(out->data() + old, logits));
@@ -103,6 +112,11 @@ Expected<std::unique_ptr<Engine>> Engine::Open(const std::string& dir, const Eng
   KILN_RETURN_IF_ERROR(impl->steps.Reserve(*impl->backend, impl->max_num_tokens, 1, static_cast<int>(n_blocks)));
   auto tok = LoadTokenizer(dir);
   if (tok.ok()) impl->tokenizer = std::move(tok).value();
+  impl->device_sampling_on = DeviceSamplingEnabled();
+  if (impl->device_sampling_on) {
+    KILN_RETURN_IF_ERROR(impl->sampling.Reserve(*impl->backend, 1, mc.vocab_size));
+    KILN_ASSIGN_OR_RETURN(impl->greedy_id, AllocBuffer(*impl->backend, sizeof(int32_t)));
+  }
   impl->load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -133,15 +147,34 @@ Expected<GenerateResult> Engine::Generate(std::span<const int32_t> prompt_in, co
     detok->SetPrompt(seq);
   }
   StopMatcher stops(o.stop);
-  std::vector<float> logits;
+  std::vector<float> logits;  // [vocab] host logits (host sampling only)
+  Tensor dev_logits;          // [1, vocab] device logits (device sampling)
+  Tensor* dev = m.device_sampling_on ? &dev_logits : nullptr;
+  const bool greedy = IsPlainGreedy(o.sampling, false);
+  // The next token from this step's logits: the device argmax for plain greedy, else the
+  // sampling chain on the device, or the host Sampler over host logits.
+  auto sample = [&](std::span<const int32_t> prompt, std::span<const int32_t> generated,
+                    uint64_t step) -> Expected<int32_t> {
+    if (!dev) return sampler.Sample(logits, prompt, generated, step);
+    int32_t id = 0;
+    if (greedy) {
+      m.backend->ArgmaxRows(Tensor(m.greedy_id.get(), DType::kI32, {1}), dev_logits);
+      KILN_RETURN_IF_ERROR(m.backend->CopyToHost(&id, m.greedy_id.get(), sizeof(int32_t)));
+      return id;
+    }
+    m.sampling.Clear();
+    m.sampling.AddRow(o.sampling, prompt, generated, step, false, 0);
+    KILN_RETURN_IF_ERROR(m.sampling.Run(dev_logits));
+    return m.sampling.id(0);
+  };
   auto t0 = std::chrono::steady_clock::now();
-  KILN_RETURN_IF_ERROR(m.Step(seq, 0, static_cast<int64_t>(seq.size()), false, &logits));
+  KILN_RETURN_IF_ERROR(m.Step(seq, 0, static_cast<int64_t>(seq.size()), false, &logits, dev));
   auto t_first = std::chrono::steady_clock::now();
   r.finish_reason = "length";
   for (int i = 0; i < o.max_tokens; ++i) {
     const std::span<const int32_t> prompt(seq.data(), n_prompt);
     const std::span<const int32_t> generated(seq.data() + n_prompt, seq.size() - n_prompt);
-    const int32_t next = sampler.Sample(logits, prompt, generated, static_cast<uint64_t>(i));
+    KILN_ASSIGN_OR_RETURN(const int32_t next, sample(prompt, generated, static_cast<uint64_t>(i)));
     if (i == 0) t_first = std::chrono::steady_clock::now();
     if (std::find(eos.begin(), eos.end(), next) != eos.end()) {
       r.finish_reason = "stop";
@@ -164,7 +197,7 @@ Expected<GenerateResult> Engine::Generate(std::span<const int32_t> prompt_in, co
     // The new token would sit at position seq.size() - 1: past the last position, stop.
     if (static_cast<int64_t>(seq.size()) > m.max_seq_len) break;  // "length"
     KILN_RETURN_IF_ERROR(m.Step(seq, static_cast<int64_t>(seq.size()) - 1, static_cast<int64_t>(seq.size()), false,
-                                &logits));
+                                &logits, dev));
   }
   if (detok && r.finish_reason != "stop" && r.finish_reason != "cancelled") {
     std::string tail;

@@ -19,6 +19,7 @@
 #include "backend/backend.h"
 #include "model/model.h"
 #include "runtime/block_manager.h"
+#include "runtime/device_sampling.h"
 #include "runtime/executor_plan.h"
 #include "runtime/kv_cache.h"
 #include "runtime/scheduler.h"
@@ -167,7 +168,13 @@ class ExecutorImpl final : public Executor {
   DType logits_dtype_ = DType::kF32;
   DeviceBuffer greedy_ids_;          // i32 [max_seqs] device argmax of a greedy step
   std::vector<int32_t> greedy_host_;
-  bool greedy_step_ = false;         // this step's tokens came from the device argmax
+  // Where this step's tokens come from: the device argmax (every row plain greedy), the
+  // device sampling chain, or the host Sampler over host logits (KILN_HOST_SAMPLING=1, or a
+  // row asking for more than kMaxDeviceTopLogprobs top logprobs).
+  enum class StepSampling { kGreedy, kDevice, kHost };
+  StepSampling step_sampling_ = StepSampling::kHost;
+  DeviceSampling device_sampling_;
+  bool device_sampling_on_ = true;
   std::vector<SequenceChunk> chunks_;  // this step's packing
 };
 
@@ -234,6 +241,9 @@ Status ExecutorImpl::Init(const std::string& dir) {
                                       static_cast<int>(shape.max_seqs),
                                       static_cast<int>(shape.max_blocks_per_seq)));
   KILN_ASSIGN_OR_RETURN(greedy_ids_, AllocBuffer(*backend_, sizeof(int32_t) * static_cast<size_t>(shape.max_seqs)));
+  device_sampling_on_ = DeviceSamplingEnabled();
+  if (device_sampling_on_)
+    KILN_RETURN_IF_ERROR(device_sampling_.Reserve(*backend_, static_cast<int>(shape.max_seqs), vocab_));
   plan_.weights = model_->weight_bytes();
   plan_.activations = ActivationBytes(mc, backend_->act_dtype(), shape.max_tokens, shape.max_seqs);
   plan_.workspace = StepWorkspaceBytes(shape);
@@ -460,12 +470,27 @@ void ExecutorImpl::RunStep() {
     KILN_ASSIGN_OR_RETURN(Tensor logits, model_->Forward(in, kv_->layers()));
     // Plain greedy rows need no logits on the host: take the argmax on the device and copy
     // back one id per row (the host sampler's rule, so outputs are unchanged).
-    greedy_step_ = in.n_logits > 0 && std::all_of(rows.begin(), rows.end(), [](const RequestState* st) {
-      const SamplingParams& p = st->req.sampling;
-      return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
-             p.frequency_penalty == 0.0f && !st->req.return_logprob && st->req.logprobs == 0;
-    });
-    if (greedy_step_) {
+    step_sampling_ = StepSampling::kHost;
+    if (in.n_logits > 0 && std::all_of(rows.begin(), rows.end(), [](const RequestState* st) {
+          return IsPlainGreedy(st->req.sampling, st->req.return_logprob || st->req.logprobs > 0);
+        })) {
+      step_sampling_ = StepSampling::kGreedy;
+    } else if (in.n_logits > 0 && device_sampling_on_ &&
+               std::all_of(rows.begin(), rows.end(),
+                           [](const RequestState* st) { return st->req.logprobs <= kMaxDeviceTopLogprobs; })) {
+      step_sampling_ = StepSampling::kDevice;
+    }
+    if (step_sampling_ == StepSampling::kDevice) {
+      // The whole chain on the device: only ids (and logprobs when asked) come back.
+      device_sampling_.Clear();
+      for (const RequestState* st : rows) {
+        const Sequence& s = st->seq;
+        device_sampling_.AddRow(st->req.sampling, s.prompt(), s.output(), static_cast<uint64_t>(s.generated()),
+                                st->req.return_logprob || st->req.logprobs > 0, st->req.logprobs);
+      }
+      return device_sampling_.Run(logits);
+    }
+    if (step_sampling_ == StepSampling::kGreedy) {
       Tensor ids(greedy_ids_.get(), DType::kI32, {static_cast<int64_t>(in.n_logits)});
       backend_->ArgmaxRows(ids, logits);
       greedy_host_.resize(static_cast<size_t>(in.n_logits));
@@ -494,11 +519,21 @@ void ExecutorImpl::RunStep() {
     return;
   }
   sched_->Commit(out);
-  if (greedy_step_) {
+  if (step_sampling_ == StepSampling::kGreedy) {
     for (size_t r = 0; r < rows.size(); ++r) {
       rows[r]->next = greedy_host_[r];
       rows[r]->logprob = 0.0f;
       rows[r]->top.clear();
+    }
+  } else if (step_sampling_ == StepSampling::kDevice) {
+    for (size_t r = 0; r < rows.size(); ++r) {
+      RequestState& st = *rows[r];
+      const int i = static_cast<int>(r);
+      st.next = device_sampling_.id(i);
+      st.logprob = st.req.return_logprob || st.req.logprobs > 0 ? device_sampling_.logprob(i) : 0.0f;
+      st.top.clear();
+      for (int k = 0; k < st.req.logprobs; ++k)
+        st.top.push_back({device_sampling_.top_id(i, k), device_sampling_.top_logprob(i, k)});
     }
   } else {
     SampleRows(rows);
