@@ -421,10 +421,26 @@ using Cfg64 = Cfg<64, 8, 1, 2, 64, 2, true>;
 using Cfg128 = Cfg<128, 8, 1, 2, 64, 2, false>;
 using Cfg256 = Cfg<256, 8, 1, 1, 32, 2, false>;
 
+using Cfg128OnePerSm = Cfg<128, 8, 1, 1, 64, 2, true>;  // grids of at most one block per SM
+
+int NumSms() {
+  static const int n = [] {
+    int d = 0, v = 0;
+    if (cudaGetDevice(&d) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, d) != cudaSuccess)
+      return 0;
+    return v;
+  }();
+  return n;
+}
+
 template <typename T>
 cudaError_t LaunchT(const AttnArgs& a, cudaStream_t s) {
   if (a.head_dim <= 64) return Launch<T, Cfg64>(a, s);
-  if (a.head_dim <= 128) return Launch<T, Cfg128>(a, s);
+  if (a.head_dim <= 128) {
+    const int64_t blocks = static_cast<int64_t>(a.n_seqs) * ((a.max_q_len + 127) / 128) * a.n_heads;
+    if (blocks <= NumSms()) return Launch<T, Cfg128OnePerSm>(a, s);
+    return Launch<T, Cfg128>(a, s);
+  }
   return Launch<T, Cfg256>(a, s);
 }
 
