@@ -69,7 +69,7 @@ struct DeviceSamplingBatch {
   Tensor penalties;     // i32 [n_penalties, 4]  DevicePenaltyEntry, grouped by row; may be empty
   int n_penalties = 0;
   bool any_logprobs = false;  // some row wants its chosen logprob or top logprobs
-  Tensor workspace;     // f32 [n * (vocab + 4)] scratch: penalised f32 logits, then per-row stats
+  Tensor workspace;     // f32 [n * (vocab + kDeviceSamplingRowScratch)] scratch (penalised logits, stats)
   Tensor top_ids;       // i32 [n, kMaxDeviceTopLogprobs] out: best first (first n_top_logprobs valid)
   Tensor top_logprobs;  // f32 [n, kMaxDeviceTopLogprobs] out
 };

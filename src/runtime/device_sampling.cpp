@@ -7,11 +7,6 @@
 
 namespace kiln {
 
-bool IsPlainGreedy(const SamplingParams& p, bool wants_logprobs) {
-  return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
-         p.frequency_penalty == 0.0f && !wants_logprobs;
-}
-
 bool DeviceSamplingEnabled() {
   const char* v = std::getenv("KILN_HOST_SAMPLING");
   return !(v && v[0] == '1');
@@ -22,7 +17,7 @@ Status DeviceSampling::Reserve(Backend& backend, int max_rows, int64_t vocab) {
   max_rows_ = std::max(max_rows, 1);
   vocab_ = vocab;
   const size_t n = static_cast<size_t>(max_rows_);
-  KILN_ASSIGN_OR_RETURN(workspace_, AllocBuffer(backend, sizeof(float) * n * static_cast<size_t>(vocab + 4)));
+  KILN_ASSIGN_OR_RETURN(workspace_, AllocBuffer(backend, sizeof(float) * n * static_cast<size_t>(vocab + kDeviceSamplingRowScratch)));
   KILN_ASSIGN_OR_RETURN(out_, AllocBuffer(backend, sizeof(int32_t) * n * (2 + 2 * kMaxDeviceTopLogprobs)));
   KILN_ASSIGN_OR_RETURN(in_, AllocBuffer(backend, sizeof(DeviceSamplingRow) * n + sizeof(DevicePenaltyEntry) * 1024));
   return Status::Ok();
@@ -109,7 +104,7 @@ Status DeviceSampling::Enqueue(const Tensor& logits) {
   if (n_pen > 0) b.penalties = Tensor(in + row_bytes, DType::kI32, {n_pen, 4});
   b.n_penalties = static_cast<int>(n_pen);
   b.any_logprobs = want_lp_;
-  b.workspace = Tensor(workspace_.get(), DType::kF32, {rows * (vocab_ + 4)});
+  b.workspace = Tensor(workspace_.get(), DType::kF32, {rows * (vocab_ + kDeviceSamplingRowScratch)});
   b.top_ids = Tensor(out + 2 * rows, DType::kI32, {rows, k});
   b.top_logprobs = Tensor(out + (2 + k) * rows, DType::kF32, {rows, k});
   Tensor ids(out, DType::kI32, {rows});

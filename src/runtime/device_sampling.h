@@ -10,11 +10,9 @@
 #include "backend/backend.h"
 #include "kiln/sampling_params.h"
 #include "sampling/device_row.h"
+#include "sampling/sampler.h"  // IsPlainGreedy
 
 namespace kiln {
-
-// True when the row is plain greedy: the device argmax (Backend::ArgmaxRows) gives its token.
-bool IsPlainGreedy(const SamplingParams& p, bool wants_logprobs);
 
 // False when KILN_HOST_SAMPLING=1: every sampled step copies the logits to the host and runs
 // the host Sampler there (A/B and debugging).
@@ -52,7 +50,7 @@ class DeviceSampling {
   Backend* backend_ = nullptr;
   int max_rows_ = 0;
   int64_t vocab_ = 0;
-  DeviceBuffer workspace_;  // f32 [max_rows * (vocab + 4)]
+  DeviceBuffer workspace_;  // f32 [max_rows * (vocab + kDeviceSamplingRowScratch)]
   DeviceBuffer out_;        // i32 [max_rows * (2 + 2 * kMaxDeviceTopLogprobs)]
   DeviceBuffer in_;         // rows then penalty entries (grows)
   std::vector<DeviceSamplingRow> rows_;       // [n_rows]

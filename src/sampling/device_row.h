@@ -9,6 +9,9 @@ namespace kiln {
 
 // Most top logprobs a device sampling step returns per row; larger requests sample on the host.
 constexpr int kMaxDeviceTopLogprobs = 20;
+// f32 words of backend scratch per row besides its logits: the sampling workspace of n rows is
+// n * (vocab + kDeviceSamplingRowScratch) f32.
+constexpr int64_t kDeviceSamplingRowScratch = 4096;
 
 struct DeviceSamplingRow {
   float temperature = 1.0f;  // !(T > 0): greedy (argmax of the penalised logits)

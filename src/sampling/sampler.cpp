@@ -206,6 +206,11 @@ Status SamplingParams::Validate() const {
   return Status::Ok();
 }
 
+bool IsPlainGreedy(const SamplingParams& p, bool wants_logprobs) {
+  return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+         p.frequency_penalty == 0.0f && !wants_logprobs;
+}
+
 float UniformDraw(uint64_t seed, uint64_t counter) { return rng::BitsToUnit(rng::DrawBits(seed, counter)); }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params) {}

@@ -36,6 +36,10 @@ class Sampler {
   SamplingParams params_;
 };
 
+// True when a row is plain greedy (temperature 0, no penalties, no logprobs): its token is the
+// argmax of the raw logits, which the runtime takes on the device (Backend::ArgmaxRows).
+bool IsPlainGreedy(const SamplingParams& p, bool wants_logprobs);
+
 // log-softmax of raw logits, for logprobs reporting.
 void LogSoftmax(std::span<const float> logits, std::span<float> out);
 

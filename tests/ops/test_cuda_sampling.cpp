@@ -191,6 +191,8 @@ TEST(CudaSampling, MatchesHostSamplerOnRaggedBatches) {
   if (!CudaAvailable()) GTEST_SKIP() << "no CUDA GPU: the device sampling chain is checked on the H100";
   auto gpu = MakeCudaBackend(0, DType::kF32);
   ASSERT_TRUE(gpu.ok()) << gpu.status().message();
+  for (const char* split : {"0", "1"}) {  // KILN_SAMPLING_SPLIT: rows over one block, or several
+  setenv("KILN_SAMPLING_SPLIT", split, 1);
   int total = 0, same = 0, rounding = 0, wrong = 0;
   // KILN_SAMPLING_TEST_QUICK=1: small shapes only (for compute-sanitizer runs).
   const char* quick_env = std::getenv("KILN_SAMPLING_TEST_QUICK");
@@ -211,7 +213,7 @@ TEST(CudaSampling, MatchesHostSamplerOnRaggedBatches) {
         } else {
           ++wrong;
           const SamplingParams& p = rows[r].p;
-          ADD_FAILURE() << "V=" << V << " n=" << n << " row " << r << ": device " << res.ids[r] << " host " << want
+          ADD_FAILURE() << "split=" << split << " V=" << V << " n=" << n << " row " << r << ": device " << res.ids[r] << " host " << want
                         << " (T=" << p.temperature << " k=" << p.top_k << " p=" << p.top_p << " min_p=" << p.min_p
                         << " rep=" << p.repetition_penalty << ")";
         }
@@ -219,10 +221,12 @@ TEST(CudaSampling, MatchesHostSamplerOnRaggedBatches) {
       }
     }
   }
-  std::printf("[sampling] device vs host ids: %d rows, %d identical, %d within float rounding, %d wrong\n", total,
-              same, rounding, wrong);
+  std::printf("[sampling] split=%s device vs host ids: %d rows, %d identical, %d within float rounding, %d wrong\n",
+              split, total, same, rounding, wrong);
   EXPECT_EQ(wrong, 0);
   EXPECT_LE(rounding * 100, total);  // at most 1%
+  }
+  unsetenv("KILN_SAMPLING_SPLIT");
 }
 
 TEST(CudaSampling, DrawDistributionChiSquare) {
@@ -231,12 +235,13 @@ TEST(CudaSampling, DrawDistributionChiSquare) {
   ASSERT_TRUE(gpu.ok()) << gpu.status().message();
   const int64_t V = 3001;
   const int n = 20000;
-  for (int variant = 0; variant < 2; ++variant) {
+  for (int variant = 0; variant < 4; ++variant) {
+    setenv("KILN_SAMPLING_SPLIT", variant >= 2 ? "1" : "0", 1);
     std::vector<Row> rows = MakeRows(V, 1, 99 + variant);
     rows[0].p = SamplingParams{};
     rows[0].p.temperature = 0.8f;
     rows[0].p.seed = 12345;
-    if (variant == 1) {
+    if (variant % 2 == 1) {
       rows[0].p.top_k = 200;
       rows[0].p.top_p = 0.8f;
     } else {
@@ -272,6 +277,7 @@ TEST(CudaSampling, DrawDistributionChiSquare) {
     ASSERT_GT(df, 0);
     EXPECT_LT(chi2, df + 6.0 * std::sqrt(2.0 * df));
   }
+  unsetenv("KILN_SAMPLING_SPLIT");
 }
 
 TEST(CudaSampling, TimingVocab128256) {
@@ -291,7 +297,9 @@ TEST(CudaSampling, TimingVocab128256) {
   const Cfg cfgs[] = {{"greedy(T=0)", 0.0f, 0, 1.0f, 0.0f, false},   {"T=1", 1.0f, 0, 1.0f, 0.0f, false},
                       {"T=0.8 k=50 p=0.95", 0.8f, 50, 0.95f, 0.0f, false}, {"T=1 p=0.9", 1.0f, 0, 0.9f, 0.0f, false},
                       {"T=0.7 min_p=0.05", 0.7f, 0, 1.0f, 0.05f, false}, {"T=0.8 k=50 p=0.95 +pen", 0.8f, 50, 0.95f, 0.0f, true}};
+  for (const char* split : {"0", "1"})
   for (int n : {1, 64, 256}) {
+    setenv("KILN_SAMPLING_SPLIT", split, 1);
     std::vector<Row> rows = MakeRows(V, n, 5);
     std::vector<float> host(static_cast<size_t>(n * V));
     for (int r = 0; r < n; ++r) std::copy(rows[r].logits.begin(), rows[r].logits.end(), host.begin() + r * V);
@@ -343,11 +351,12 @@ TEST(CudaSampling, TimingVocab128256) {
         ms_copy.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       }
       std::sort(ms_copy.begin(), ms_copy.end());
-      std::printf("[sampling] V=%lld batch %3d %-24s chain %.4f ms/step (20 back to back); step with upload+copy"
+      std::printf("[sampling] split=%s V=%lld batch %3d %-24s chain %.4f ms/step (20 back to back); step with upload+copy"
                   " back %.4f ms (median); bf16 logits copy alone %.4f ms\n",
-                  static_cast<long long>(V), n, c.name, chain_ms, ms[ms.size() / 2], ms_copy[ms_copy.size() / 2]);
+                  split, static_cast<long long>(V), n, c.name, chain_ms, ms[ms.size() / 2], ms_copy[ms_copy.size() / 2]);
     }
   }
+  unsetenv("KILN_SAMPLING_SPLIT");
 }
 
 }  // namespace

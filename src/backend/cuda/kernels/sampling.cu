@@ -11,7 +11,9 @@
 // memory the draw is done there (sorted by id); otherwise one pass over the row in id order.
 // Weights are expf((l - max) / T) in fp32 as on the host (CUDA expf differs from glibc by an ulp
 // or two: decisions can differ only where the host's own lies within float rounding of a bound).
+#include <algorithm>
 #include <climits>
+#include <cstdlib>
 
 #include "backend/cuda/kernels/common.cuh"
 #include "backend/cuda/kernels/sampling.h"
@@ -351,6 +353,248 @@ __device__ Selected Select(const float* __restrict__ x, int V, Cand cand, bool m
   return out;
 }
 
+// ---- split rows (KILN_SAMPLING_SPLIT=1): the row-wide passes spread over G blocks per row ----
+// SplitMax: per-chunk max/argmax. SplitThreshold: per-chunk count and weight above kNT logit
+// thresholds m - delta_i, and the total weight. From these (summed in chunk order, identically in
+// every kernel) Choose() picks the threshold closest to m whose up-set provably holds the kept set
+// (top-k: >= k ids; top-p alone: >= the target weight; min-p alone: W(t) < min_p) and has at most
+// kCap ids; SplitCollect appends that up-set to a per-row list, and the chain kernel sorts the list
+// in shared memory instead of running its radix select over the row. No such threshold: the
+// chain kernel runs its usual select (it only skips its max pass).
+constexpr int kNT = 8;
+constexpr int kMaxSplit = 32;
+constexpr int kSplitThreads = 256;
+__device__ __forceinline__ float Delta(int i) {
+  return i == 0 ? 0.25f : i == 1 ? 0.5f : i == 2 ? 1.0f : i == 3 ? 2.0f : i == 4 ? 4.0f : i == 5 ? 8.0f : i == 6 ? 16.0f : 32.0f;
+}
+
+struct Partial {
+  float m;
+  int am;
+  int cnt[kNT];
+  double mass[kNT];
+  double total;
+};
+struct FastRow {
+  Partial part[kMaxSplit];
+  int n_list;
+  int pad[3];
+  float l[kCap];
+  int id[kCap];
+};
+constexpr int64_t kFastRowBytes = 11840;  // 16-byte multiple
+static_assert(sizeof(FastRow) <= kFastRowBytes, "FastRow must fit its stride");
+static_assert(kFastRowBytes / 4 + 4 + 4 <= kDeviceSamplingRowScratch, "scratch per row");
+
+// The fast region follows the logits [rows, V] and the stats [rows, 4], 16-byte aligned.
+__device__ __host__ inline FastRow* FastRowAt(float* ws, int64_t rows, int64_t V, int64_t r) {
+  uintptr_t base = reinterpret_cast<uintptr_t>(ws + rows * V + 4 * rows);
+  base = (base + 15) & ~static_cast<uintptr_t>(15);
+  return reinterpret_cast<FastRow*>(base + r * kFastRowBytes);
+}
+
+__device__ void SmallBlockArgmax(float& bv, int& bi, float* sv, int* si) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(kFull, bv, o);
+    const int oi = __shfl_xor_sync(kFull, bi, o);
+    if (Better(ov, oi, bv, bi)) {
+      bv = ov;
+      bi = oi;
+    }
+  }
+  if ((threadIdx.x & 31) == 0) {
+    sv[threadIdx.x >> 5] = bv;
+    si[threadIdx.x >> 5] = bi;
+  }
+  __syncthreads();
+  for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w)
+    if (Better(sv[w], si[w], bv, bi)) {
+      bv = sv[w];
+      bi = si[w];
+    }
+}
+
+struct Choice {
+  int i = -1;  // threshold index, -1: none
+  float t = 0.0f;
+  double total = 0.0;
+  float m = -INFINITY;
+  int am = INT_MAX;
+};
+
+// Same result in every kernel and block: partials are read in chunk order.
+__device__ Choice Choose(const FastRow* fr, int G, const DeviceSamplingRow& p, int64_t V, bool thresholds_ready) {
+  Choice c;
+  for (int g = 0; g < G; ++g)
+    if (Better(fr->part[g].m, fr->part[g].am, c.m, c.am)) {
+      c.m = fr->part[g].m;
+      c.am = fr->part[g].am;
+    }
+  if (!thresholds_ready || !isfinite(c.m) || !(p.temperature > 0.0f) || !isfinite(p.temperature)) return c;
+  const bool topk = p.top_k > 0 && p.top_k < V;
+  const bool topp = p.top_p < 1.0f;
+  const float min_p = p.min_p > 0.0f ? fminf(p.min_p, 1.0f) : 0.0f;
+  const Weights wt{c.m, p.temperature};
+  for (int g = 0; g < G; ++g) c.total += fr->part[g].total;
+  for (int i = 0; i < kNT; ++i) {
+    int cnt = 0;
+    double mass = 0.0;
+    for (int g = 0; g < G; ++g) {
+      cnt += fr->part[g].cnt[i];
+      mass += fr->part[g].mass[i];
+    }
+    if (cnt > kCap) break;  // larger deltas only add ids
+    const float t = c.m - Delta(i);
+    bool ok = false;
+    if (topk) ok = cnt >= p.top_k;
+    else if (topp) ok = mass >= static_cast<double>(p.top_p) * c.total * (1.0 + 1e-9);
+    else if (min_p > 0.0f) ok = wt.W(t) < min_p;  // every id below t weighs <= W(t) < min_p
+    if (ok) {
+      c.i = i;
+      c.t = t;
+      return c;
+    }
+  }
+  return c;
+}
+
+__global__ __launch_bounds__(kSplitThreads) void SplitMaxKernel(float* __restrict__ ws, int64_t rows, int64_t V,
+                                                                int G) {
+  __shared__ float sv[kSplitThreads / 32];
+  __shared__ int si[kSplitThreads / 32];
+  const int g = blockIdx.x;
+  const int64_t r = blockIdx.y;
+  const float* x = ws + r * V;
+  const int64_t lo = V * g / G, hi = V * (g + 1) / G;
+  float m = -INFINITY;
+  int am = INT_MAX;
+#pragma unroll 4
+  for (int64_t j = lo + threadIdx.x; j < hi; j += kSplitThreads) {
+    const float l = Clean(x[j]);
+    if (Better(l, static_cast<int>(j), m, am)) {
+      m = l;
+      am = static_cast<int>(j);
+    }
+  }
+  SmallBlockArgmax(m, am, sv, si);
+  FastRow* fr = FastRowAt(ws, rows, V, r);
+  if (threadIdx.x == 0) {
+    fr->part[g].m = m;
+    fr->part[g].am = am;
+    if (g == 0) fr->n_list = 0;
+  }
+}
+
+__global__ __launch_bounds__(kSplitThreads) void SplitThresholdKernel(float* __restrict__ ws,
+                                                                      const DeviceSamplingRow* __restrict__ params,
+                                                                      int64_t rows, int64_t V, int G) {
+  __shared__ double sd[kSplitThreads / 32][kNT + 1];
+  __shared__ int sc[kSplitThreads / 32][kNT];
+  __shared__ float s_m;
+  const int g = blockIdx.x;
+  const int64_t r = blockIdx.y;
+  const DeviceSamplingRow p = params[r];
+  FastRow* fr = FastRowAt(ws, rows, V, r);
+  if (threadIdx.x == 0) s_m = Choose(fr, G, p, V, false).m;
+  __syncthreads();
+  const float m = s_m;
+  if (!isfinite(m) || !(p.temperature > 0.0f) || !isfinite(p.temperature)) return;
+  const Weights wt{m, p.temperature};
+  const bool need_mass = p.top_p < 1.0f;
+  float t[kNT];
+#pragma unroll
+  for (int i = 0; i < kNT; ++i) t[i] = m - Delta(i);
+  int cnt[kNT];
+  double mass[kNT];
+#pragma unroll
+  for (int i = 0; i < kNT; ++i) {
+    cnt[i] = 0;
+    mass[i] = 0.0;
+  }
+  double total = 0.0;
+  const float* x = ws + r * V;
+  const int64_t lo = V * g / G, hi = V * (g + 1) / G;
+  for (int64_t j = lo + threadIdx.x; j < hi; j += kSplitThreads) {
+    const float l = Clean(x[j]);
+    const double w = need_mass ? static_cast<double>(wt.W(l)) : 0.0;
+    total += w;
+#pragma unroll
+    for (int i = 0; i < kNT; ++i)
+      if (l >= t[i]) {
+        ++cnt[i];
+        mass[i] += w;
+      }
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int i = 0; i < kNT; ++i) {
+    for (int o = 16; o > 0; o >>= 1) {
+      cnt[i] += __shfl_xor_sync(kFull, cnt[i], o);
+      mass[i] += __shfl_xor_sync(kFull, mass[i], o);
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(kFull, total, o);
+  if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) {
+      sc[warp][i] = cnt[i];
+      sd[warp][i] = mass[i];
+    }
+    sd[warp][kNT] = total;
+  }
+  __syncthreads();
+  if (threadIdx.x <= kNT) {
+    const int i = threadIdx.x;
+    double d = 0.0;
+    int c = 0;
+    for (int w = 0; w < kSplitThreads / 32; ++w) {
+      d += sd[w][i];
+      if (i < kNT) c += sc[w][i];
+    }
+    if (i < kNT) {
+      fr->part[g].cnt[i] = c;
+      fr->part[g].mass[i] = d;
+    } else {
+      fr->part[g].total = d;
+    }
+  }
+}
+
+__global__ __launch_bounds__(kSplitThreads) void SplitCollectKernel(float* __restrict__ ws,
+                                                                    const DeviceSamplingRow* __restrict__ params,
+                                                                    int64_t rows, int64_t V, int G) {
+  __shared__ int s_i;
+  __shared__ float s_t;
+  const int g = blockIdx.x;
+  const int64_t r = blockIdx.y;
+  FastRow* fr = FastRowAt(ws, rows, V, r);
+  if (threadIdx.x == 0) {
+    const Choice c = Choose(fr, G, params[r], V, true);
+    s_i = c.i;
+    s_t = c.t;
+  }
+  __syncthreads();
+  if (s_i < 0) return;
+  const float t = s_t;
+  const float* x = ws + r * V;
+  const int64_t lo = V * g / G, hi = V * (g + 1) / G;
+  const int lane = threadIdx.x & 31;
+  for (int64_t base = lo; base < hi; base += kSplitThreads) {
+    const int64_t j = base + threadIdx.x;
+    const float l = j < hi ? Clean(x[j]) : -INFINITY;
+    const bool ok = j < hi && l >= t;
+    const unsigned b = __ballot_sync(kFull, ok);
+    if (!b) continue;
+    int pos = 0;
+    if (lane == 0) pos = atomicAdd(&fr->n_list, __popc(b));
+    pos = __shfl_sync(kFull, pos, 0) + __popc(b & ((1u << lane) - 1u));
+    if (ok && pos < kCap) {
+      fr->l[pos] = l;
+      fr->id[pos] = static_cast<int>(j);
+    }
+  }
+}
+
 template <typename T>
 __global__ void ConvertKernel(float* __restrict__ ws, const T* __restrict__ logits, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -469,21 +713,42 @@ __global__ __launch_bounds__(kThreads, 1) void LogprobKernel(float* __restrict__
   }
 }
 
-__global__ __launch_bounds__(kThreads, 1) void ChainKernel(int32_t* __restrict__ ids, const float* __restrict__ ws,
-                                                           const DeviceSamplingRow* __restrict__ params, int64_t V64) {
+// G > 0: the split kernels ran (SplitMax/Threshold/Collect) and their results are used.
+__global__ __launch_bounds__(kThreads, 1) void ChainKernel(int32_t* __restrict__ ids, float* __restrict__ ws,
+                                                           const DeviceSamplingRow* __restrict__ params, int64_t V64,
+                                                           int64_t rows, int G) {
   __shared__ Smem s;
   const int r = blockIdx.x, V = static_cast<int>(V64);
   const DeviceSamplingRow p = params[r];
   const float* x = ws + r * V64;
   float m = -INFINITY;
   int am = INT_MAX;
-  ForRow(x, V, [&](int j, bool valid, float l) {
-    if (valid && Better(l, j, m, am)) {
-      m = l;
-      am = j;
+  const FastRow* fr = G > 0 ? FastRowAt(ws, rows, V64, r) : nullptr;
+  int fast_i = -1;
+  double fast_total = 0.0;
+  if (fr) {
+    if (threadIdx.x == 0) {
+      const Choice c = Choose(fr, G, p, V64, true);
+      s.redf[0] = c.m;
+      s.redi[0] = c.am;
+      s.pos = c.i;
+      s.before = c.total;
     }
-  });
-  BlockArgmax(m, am, s);
+    __syncthreads();
+    m = s.redf[0];
+    am = s.redi[0];
+    fast_i = s.pos;
+    fast_total = s.before;
+    __syncthreads();
+  } else {
+    ForRow(x, V, [&](int j, bool valid, float l) {
+      if (valid && Better(l, j, m, am)) {
+        m = l;
+        am = j;
+      }
+    });
+    BlockArgmax(m, am, s);
+  }
   if (m == -INFINITY || !(p.temperature > 0.0f)) {
     if (threadIdx.x == 0) ids[r] = m == -INFINITY ? 0 : am;
     return;
@@ -492,7 +757,32 @@ __global__ __launch_bounds__(kThreads, 1) void ChainKernel(int32_t* __restrict__
   const float min_p = p.min_p > 0.0f ? fminf(p.min_p, 1.0f) : 0.0f;
   Cut cut;
   int list_end = -1;  // >= 0: the kept prefix is s.cl/s.cid[0, list_end], best first
-  if (p.top_k > 0 && p.top_k < V) {
+  bool top_p_done = false;
+  const int p0 = 2 * threadIdx.x;
+  if (fast_i >= 0) {
+    // The kept set lies in the collected up-set: sort it here instead of selecting over the row.
+    const int n = min(fr->n_list, kCap);
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      s.cl[i] = fr->l[i];
+      s.cid[i] = fr->id[i];
+    }
+    __syncthreads();
+    SortList(n, false, s);
+    if (p.top_k > 0 && p.top_k < V) {
+      list_end = min(p.top_k, n) - 1;
+    } else if (p.top_p < 1.0f) {
+      auto item = [&](int i) -> double { return i < n ? static_cast<double>(wt.W(s.cl[i])) : 0.0; };
+      double before;
+      const int q = FirstReach(item(p0), item(p0 + 1), static_cast<double>(p.top_p) * fast_total, false, s, &before);
+      list_end = q < 0 ? n - 1 : q;
+      top_p_done = true;
+    } else {
+      list_end = n - 1;
+    }
+    cut.l = s.cl[list_end];
+    cut.id = s.cid[list_end];
+    __syncthreads();
+  } else if (p.top_k > 0 && p.top_k < V) {
     const Selected sel = Select(
         x, V, [](int, float l) { return l > -INFINITY; }, false, static_cast<double>(p.top_k), -1.0, wt, s);
     if (!sel.all) {
@@ -500,8 +790,7 @@ __global__ __launch_bounds__(kThreads, 1) void ChainKernel(int32_t* __restrict__
       list_end = sel.list_end;
     }
   }
-  const int p0 = 2 * threadIdx.x;
-  if (p.top_p < 1.0f) {
+  if (p.top_p < 1.0f && !top_p_done) {
     if (list_end >= 0) {
       auto item = [&](int i) -> double { return i <= list_end ? static_cast<double>(wt.W(s.cl[i])) : 0.0; };
       const double v0 = item(p0), v1 = item(p0 + 1);
@@ -629,7 +918,17 @@ cudaError_t LaunchSampleRows(const SampleRowsArgs& a, ElemType t, cudaStream_t s
   if (a.n_penalties > 0)
     PenaltyKernel<<<(a.n_penalties + 255) / 256, 256, 0, s>>>(a.workspace, a.penalties, a.n_penalties, a.params,
                                                               a.vocab);
-  ChainKernel<<<rows, kThreads, 0, s>>>(a.ids, a.workspace, a.params, a.vocab);
+  // KILN_SAMPLING_SPLIT=1: the row-wide passes over G blocks per row (see SplitMaxKernel).
+  const char* split_env = std::getenv("KILN_SAMPLING_SPLIT");
+  int G = 0;
+  if (split_env && split_env[0] == '1' && a.rows <= 65535) {
+    G = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({264 / a.rows, kMaxSplit, a.vocab / 2048})));
+    const dim3 grid(static_cast<unsigned>(G), rows);
+    SplitMaxKernel<<<grid, kSplitThreads, 0, s>>>(a.workspace, a.rows, a.vocab, G);
+    SplitThresholdKernel<<<grid, kSplitThreads, 0, s>>>(a.workspace, a.params, a.rows, a.vocab, G);
+    SplitCollectKernel<<<grid, kSplitThreads, 0, s>>>(a.workspace, a.params, a.rows, a.vocab, G);
+  }
+  ChainKernel<<<rows, kThreads, 0, s>>>(a.ids, a.workspace, a.params, a.vocab, a.rows, G);
   if (a.any_logprobs && a.logprobs)
     KILN_DISPATCH_FLOAT(t, T, FinishLogprobKernel<T><<<(rows + 127) / 128, 128, 0, s>>>(
         a.logprobs, a.ids, static_cast<const T*>(a.logits), a.workspace + n, a.params, a.rows, a.vocab));

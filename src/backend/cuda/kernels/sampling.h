@@ -19,7 +19,7 @@ struct SampleRowsArgs {
   const DeviceSamplingRow* params = nullptr;      // [rows]
   const DevicePenaltyEntry* penalties = nullptr;  // [n_penalties] grouped by row
   int n_penalties = 0;
-  float* workspace = nullptr;  // [rows * (vocab + 4)]: f32 penalised logits, then per-row stats
+  float* workspace = nullptr;  // [rows * (vocab + kDeviceSamplingRowScratch)]: penalised logits, scratch
   int64_t rows = 0, vocab = 0;
   bool any_logprobs = false;
 };
