@@ -374,6 +374,9 @@ struct Partial {
   int cnt[kNT];
   double mass[kNT];
   double total;
+  double dsum;  // dense draw: kept weight of the chunk
+  int dlast;    // dense draw: last kept id of the chunk (-1: none)
+  int pad;
 };
 struct FastRow {
   Partial part[kMaxSplit];
@@ -382,7 +385,7 @@ struct FastRow {
   float l[kCap];
   int id[kCap];
 };
-constexpr int64_t kFastRowBytes = 11840;  // 16-byte multiple
+constexpr int64_t kFastRowBytes = 12320;  // 16-byte multiple
 static_assert(sizeof(FastRow) <= kFastRowBytes, "FastRow must fit its stride");
 static_assert(kFastRowBytes / 4 + 4 + 4 <= kDeviceSamplingRowScratch, "scratch per row");
 
@@ -456,6 +459,13 @@ __device__ Choice Choose(const FastRow* fr, int G, const DeviceSamplingRow& p, i
     }
   }
   return c;
+}
+
+// Rows whose draw runs over every id (no top-k, no top-p, no usable threshold): the chain
+// kernel walks only the chunk where the kept weight crosses the draw (SplitDenseKernel sums).
+__device__ bool DenseAll(const Choice& c, const DeviceSamplingRow& p, int64_t V) {
+  return c.i < 0 && isfinite(c.m) && p.temperature > 0.0f && isfinite(p.temperature) &&
+         !(p.top_k > 0 && p.top_k < V) && !(p.top_p < 1.0f);
 }
 
 __global__ __launch_bounds__(kSplitThreads) void SplitMaxKernel(float* __restrict__ ws, int64_t rows, int64_t V,
@@ -592,6 +602,60 @@ __global__ __launch_bounds__(kSplitThreads) void SplitCollectKernel(float* __res
       fr->l[pos] = l;
       fr->id[pos] = static_cast<int>(j);
     }
+  }
+}
+
+__global__ __launch_bounds__(kSplitThreads) void SplitDenseKernel(float* __restrict__ ws,
+                                                                  const DeviceSamplingRow* __restrict__ params,
+                                                                  int64_t rows, int64_t V, int G) {
+  __shared__ double sd[kSplitThreads / 32];
+  __shared__ int si[kSplitThreads / 32];
+  __shared__ float s_m;
+  __shared__ int s_ok;
+  const int g = blockIdx.x;
+  const int64_t r = blockIdx.y;
+  const DeviceSamplingRow p = params[r];
+  FastRow* fr = FastRowAt(ws, rows, V, r);
+  if (threadIdx.x == 0) {
+    const Choice c = Choose(fr, G, p, V, true);
+    s_m = c.m;
+    s_ok = DenseAll(c, p, V);
+  }
+  __syncthreads();
+  if (!s_ok) return;
+  const Weights wt{s_m, p.temperature};
+  const float min_p = p.min_p > 0.0f ? fminf(p.min_p, 1.0f) : 0.0f;
+  const float* x = ws + r * V;
+  const int64_t lo = V * g / G, hi = V * (g + 1) / G;
+  double sum = 0.0;
+  int last = -1;
+  for (int64_t j = lo + threadIdx.x; j < hi; j += kSplitThreads) {
+    const float l = Clean(x[j]);
+    if (l == -INFINITY) continue;
+    const float w = wt.W(l);
+    if (w > 0.0f && w >= min_p) {
+      sum += w;
+      last = static_cast<int>(j);
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    sum += __shfl_xor_sync(kFull, sum, o);
+    last = max(last, __shfl_xor_sync(kFull, last, o));
+  }
+  if ((threadIdx.x & 31) == 0) {
+    sd[threadIdx.x >> 5] = sum;
+    si[threadIdx.x >> 5] = last;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0.0;
+    int l2 = -1;
+    for (int w = 0; w < kSplitThreads / 32; ++w) {
+      t += sd[w];
+      l2 = max(l2, si[w]);
+    }
+    fr->part[g].dsum = t;
+    fr->part[g].dlast = l2;
   }
 }
 
@@ -841,9 +905,51 @@ __global__ __launch_bounds__(kThreads, 1) void ChainKernel(int32_t* __restrict__
     if (threadIdx.x == 0) ids[r] = s.cid[q];
     return;
   }
-  // Dense draw: each thread owns a contiguous id range, walked in order.
-  const int chunk = (V + kThreads - 1) / kThreads;
-  const int lo = min(V, static_cast<int>(threadIdx.x) * chunk), hi = min(V, lo + chunk);
+  // Dense draw: each thread owns a contiguous id range of [rlo, rhi), walked in order. Split rows
+  // walk only the chunk where the chunks' kept weights (SplitDenseKernel) cross the draw.
+  int rlo = 0, rhi = V;
+  bool ranged = false;
+  double target_rel = 0.0;
+  if (fr && fast_i < 0 && list_end < 0 && !(p.top_k > 0 && p.top_k < V) && !(p.top_p < 1.0f) && isfinite(m) &&
+      isfinite(p.temperature)) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double total = 0.0;
+      int last_all = -1;
+      for (int g = 0; g < G; ++g) {
+        total += fr->part[g].dsum;
+        last_all = max(last_all, fr->part[g].dlast);
+      }
+      const double target = static_cast<double>(u) * total;
+      double prefix = 0.0;
+      int gs = -1;
+      for (int g = 0; g < G; ++g) {
+        const double d = fr->part[g].dsum;
+        if (d > 0.0 && prefix + d > target) {
+          gs = g;
+          break;
+        }
+        prefix += d;
+      }
+      s.pos = gs;
+      s.before = target - prefix;
+      s.result = last_all;
+    }
+    __syncthreads();
+    const int gs = s.pos;
+    target_rel = s.before;
+    const int last_all = s.result;
+    __syncthreads();
+    if (gs < 0) {  // rounding: the last kept id of the row
+      if (threadIdx.x == 0) ids[r] = max(last_all, 0);
+      return;
+    }
+    rlo = static_cast<int>(V64 * gs / G);
+    rhi = static_cast<int>(V64 * (gs + 1) / G);
+    ranged = true;
+  }
+  const int chunk = (rhi - rlo + kThreads - 1) / kThreads;
+  const int lo = min(rhi, rlo + static_cast<int>(threadIdx.x) * chunk), hi = min(rhi, lo + chunk);
   auto kept_w = [&](int j) -> float {
     const float l = Clean(x[j]);
     if (l == -INFINITY || !cut.Has(l, j)) return 0.0f;
@@ -860,7 +966,7 @@ __global__ __launch_bounds__(kThreads, 1) void ChainKernel(int32_t* __restrict__
     }
   }
   const double total = BlockSumD(sum, s);
-  const double target = static_cast<double>(u) * total;
+  const double target = ranged ? target_rel : static_cast<double>(u) * total;
   double before;
   const int q = FirstReach(sum, 0.0, target, true, s, &before);
   if (threadIdx.x == 0) s.result = -1;
@@ -881,7 +987,7 @@ __global__ __launch_bounds__(kThreads, 1) void ChainKernel(int32_t* __restrict__
     s.result = pick;
   }
   __syncthreads();
-  if (s.result < 0) {  // rounding: the last kept id of the row
+  if (s.result < 0) {  // rounding: the last kept id of the row (of the chunk when ranged)
     int l2 = last;
     for (int o = 16; o > 0; o >>= 1) l2 = max(l2, __shfl_xor_sync(kFull, l2, o));
     if ((threadIdx.x & 31) == 0) atomicMax(&s.result, l2);
@@ -927,6 +1033,7 @@ cudaError_t LaunchSampleRows(const SampleRowsArgs& a, ElemType t, cudaStream_t s
     SplitMaxKernel<<<grid, kSplitThreads, 0, s>>>(a.workspace, a.rows, a.vocab, G);
     SplitThresholdKernel<<<grid, kSplitThreads, 0, s>>>(a.workspace, a.params, a.rows, a.vocab, G);
     SplitCollectKernel<<<grid, kSplitThreads, 0, s>>>(a.workspace, a.params, a.rows, a.vocab, G);
+    SplitDenseKernel<<<grid, kSplitThreads, 0, s>>>(a.workspace, a.params, a.rows, a.vocab, G);
   }
   ChainKernel<<<rows, kThreads, 0, s>>>(a.ids, a.workspace, a.params, a.vocab, a.rows, G);
   if (a.any_logprobs && a.logprobs)
