@@ -6,6 +6,14 @@ namespace {
 
 constexpr int kThreads = 128;
 
+// Up to 16 bytes of one lane's elements, register-resident.
+template <typename T>
+union Lane16 {
+  uint4 u;
+  T e[16 / sizeof(T)];
+  __device__ Lane16() : u(make_uint4(0, 0, 0, 0)) {}
+};
+
 // Grid (token, group of 4 heads); the block's cos/sin table goes to shared memory, then each
 // warp takes one head: load into a per-warp f32 buffer,
 // optional RMSNorm, rotate the first rotary_dim dims, store to qkv and (K, V) to the cache.
@@ -38,23 +46,69 @@ __global__ void __launch_bounds__(kThreads) RopeKvKernel(RopeKvArgs a) {
   // blockIdx.y picks a group of kThreads / 32 heads, one per warp.
   const int h_begin = blockIdx.y * (kThreads / 32);
   const int h_end = min(hq + 2 * hkv, h_begin + kThreads / 32);
+  // Each lane moves `per_lane` contiguous elements with one vector access when the head is a
+  // multiple of 32 elements of 4, 8 or 16 bytes per lane (head_dim 64/128/256); else scalar.
+  const int per_lane = hd / 32;
+  const int lane_bytes = per_lane * static_cast<int>(sizeof(T));
+  const bool vec = hd % 32 == 0 && (lane_bytes == 4 || lane_bytes == 8 || lane_bytes == 16) &&
+                   (reinterpret_cast<uintptr_t>(row) % 16) == 0 && (hd * sizeof(T)) % 16 == 0;
+  auto load_head = [&](const T* src, float* dst) {
+    if (vec) {
+      Lane16<T> v;
+      const void* from = src + lane * per_lane;
+      if (lane_bytes == 16) {
+        v.u = *reinterpret_cast<const uint4*>(from);
+      } else if (lane_bytes == 8) {
+        const uint2 t = *reinterpret_cast<const uint2*>(from);
+        v.u.x = t.x;
+        v.u.y = t.y;
+      } else {
+        v.u.x = *reinterpret_cast<const uint32_t*>(from);
+      }
+#pragma unroll
+      for (int e = 0; e < static_cast<int>(16 / sizeof(T)); ++e)
+        if (e < per_lane) dst[lane * per_lane + e] = ToF32(v.e[e]);
+    } else {
+      for (int d = lane; d < hd; d += 32) dst[d] = ToF32(src[d]);
+    }
+  };
+  auto store_head = [&](const float* src, T* dst) {
+    if (vec) {
+      Lane16<T> v;
+#pragma unroll
+      for (int e = 0; e < static_cast<int>(16 / sizeof(T)); ++e)
+        if (e < per_lane) v.e[e] = FromF32<T>(src[lane * per_lane + e]);
+      void* to = dst + lane * per_lane;
+      if (lane_bytes == 16) *reinterpret_cast<uint4*>(to) = v.u;
+      else if (lane_bytes == 8) *reinterpret_cast<uint2*>(to) = make_uint2(v.u.x, v.u.y);
+      else *reinterpret_cast<uint32_t*>(to) = v.u.x;
+    } else {
+      for (int d = lane; d < hd; d += 32) dst[d] = FromF32<T>(src[d]);
+    }
+  };
   for (int h = h_begin + (threadIdx.x >> 5); h < h_end; h += blockDim.x >> 5) {
     T* head = row + static_cast<int64_t>(h) * hd;
     if (h >= hq + hkv) {  // V: straight to the cache
       T* dst = static_cast<T*>(a.v_cache) + (slot * hkv + (h - hq - hkv)) * hd;
-      for (int d = lane; d < hd; d += 32) dst[d] = head[d];
+      if (vec) {
+        load_head(head, buf);
+        __syncwarp();
+        store_head(buf, dst);
+        __syncwarp();
+      } else {
+        for (int d = lane; d < hd; d += 32) dst[d] = head[d];
+      }
       continue;
     }
-    float ss = 0.0f;
-    for (int d = lane; d < hd; d += 32) {
-      const float v = ToF32(head[d]);
-      buf[d] = v;
-      ss += v * v;
-    }
+    load_head(head, buf);
+    __syncwarp();
     const float* nw = h < hq ? a.q_norm : a.k_norm;
     if (nw) {
+      float ss = 0.0f;
+      for (int d = lane; d < hd; d += 32) ss += buf[d] * buf[d];
       ss = WarpSum(ss);
       const float inv = 1.0f / sqrtf(ss / static_cast<float>(hd) + a.eps);
+      __syncwarp();
       for (int d = lane; d < hd; d += 32) buf[d] = buf[d] * inv * nw[d];
     }
     __syncwarp();
@@ -66,12 +120,8 @@ __global__ void __launch_bounds__(kThreads) RopeKvKernel(RopeKvArgs a) {
       buf[ib] = x1 * cs[i] + x0 * sn[i];
     }
     __syncwarp();
-    T* kdst = h >= hq ? static_cast<T*>(a.k_cache) + (slot * hkv + (h - hq)) * hd : nullptr;
-    for (int d = lane; d < hd; d += 32) {
-      const T v = FromF32<T>(buf[d]);
-      head[d] = v;
-      if (kdst) kdst[d] = v;
-    }
+    store_head(buf, head);
+    if (h >= hq) store_head(buf, static_cast<T*>(a.k_cache) + (slot * hkv + (h - hq)) * hd);
     __syncwarp();
   }
 }
