@@ -33,6 +33,23 @@ void Backend::GatedLinear(Tensor out, const Tensor& x, const Weight& w, const Te
   GatedActivation(out, gate_up, act);
 }
 
+void Backend::LinearResidual(Tensor residual, const Tensor& x, const Weight& w, const Tensor& bias, Tensor scratch) {
+  Linear(scratch, x, w, bias);
+  Add(residual, residual, scratch);
+}
+
+void Backend::NormLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w,
+                         const Tensor& bias, Tensor h) {
+  Norm(h, x, norm_w, Tensor(), eps, /*rms=*/true, /*unit_offset=*/false);
+  Linear(out, h, w, bias);
+}
+
+void Backend::NormGatedLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w,
+                              const Tensor& bias, Activation act, Tensor h, Tensor gate_up) {
+  Norm(h, x, norm_w, Tensor(), eps, /*rms=*/true, /*unit_offset=*/false);
+  GatedLinear(out, h, w, bias, act, gate_up);
+}
+
 Status Backend::PrepareAttention(const AttentionBatch&, const AttentionShape&) { return Status::Ok(); }
 
 Expected<bool> Backend::ReplayGraph(uint64_t) { return false; }

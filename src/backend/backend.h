@@ -122,6 +122,17 @@ class Backend {
   // is scratch for the default (Linear, then GatedActivation); a backend may fuse and skip it.
   virtual void GatedLinear(Tensor out, const Tensor& x, const Weight& w, const Tensor& bias, Activation act,
                            Tensor gate_up);
+  // residual[m, n] += x @ w^T + bias (the attention output and MLP down projections feeding the
+  // residual stream). `scratch` [m, n] is for the default (Linear, then Add); a backend may
+  // fuse and skip it.
+  virtual void LinearResidual(Tensor residual, const Tensor& x, const Weight& w, const Tensor& bias, Tensor scratch);
+  // out = (RMSNorm(x) * norm_w) @ w^T + bias. `h` [m, k] is scratch for the default (Norm,
+  // then Linear).
+  virtual void NormLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w,
+                          const Tensor& bias, Tensor h);
+  // The same in front of the gated projection: out = GatedLinear(RMSNorm(x) * norm_w).
+  virtual void NormGatedLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w,
+                               const Tensor& bias, Activation act, Tensor h, Tensor gate_up);
   // In place: x = act(x)
   virtual void ActivationInPlace(Tensor x, Activation act) = 0;
   // out = a + b (same shapes)

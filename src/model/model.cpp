@@ -399,6 +399,29 @@ void Model::Enqueue(const StepInputs& in, std::vector<KvCacheLayer>& cache) {
   for (int64_t i = 0; i < c.n_layers; ++i) {
     LayerWeights& Lw = layers_[i];
     ap.sliding_window = static_cast<int>(c.layer_window(i));
+    // Pre-norm RMSNorm blocks (Llama, Qwen, Mistral, Phi-3, ...) go through the fusable ops: the
+    // norm feeds its projection (NormLinear) and each block's output projection adds itself to
+    // the residual stream (LinearResidual). The result equals the general path below.
+    const bool pre_norm = rms && !off && !c.parallel_residual && c.n_experts == 0 && Lw.attn_norm_b.empty() &&
+                          Lw.mlp_norm_b.empty() && !Lw.mlp_norm_w.empty() && Lw.post_attn_norm_w.empty() &&
+                          Lw.post_mlp_norm_w.empty();
+    if (pre_norm) {
+      if (pending) b.Add(x, x, *pending);
+      pending = nullptr;
+      b.NormLinear(qkv, x, Lw.attn_norm_w, eps, Lw.qkv, Lw.qkv_bias, h);
+      b.RopeWriteKv(qkv, in.batch, shape, rope_, Lw.q_norm, Lw.k_norm, eps, cache[i]);
+      b.Attention(attn, qkv, in.batch, shape, ap, cache[i]);
+      b.LinearResidual(x, attn, Lw.o, Lw.o_bias, o);
+      if (c.mlp == "gated") {
+        b.NormGatedLinear(act, x, Lw.mlp_norm_w, eps, Lw.gate_up, Lw.gate_up_bias, activation, h, gu);
+        b.LinearResidual(x, act, Lw.down, Lw.down_bias, dn);
+      } else {
+        b.NormLinear(gu, x, Lw.mlp_norm_w, eps, Lw.gate_up, Lw.gate_up_bias, h);
+        b.ActivationInPlace(gu, activation);
+        b.LinearResidual(x, gu, Lw.down, Lw.down_bias, dn);
+      }
+      continue;
+    }
     if (pending) {
       b.AddNorm(h, x, *pending, Lw.attn_norm_w, Lw.attn_norm_b, eps, rms, off);
     } else {
@@ -440,7 +463,11 @@ void Model::Enqueue(const StepInputs& in, std::vector<KvCacheLayer>& cache) {
     if (c.parallel_residual) b.Add(x, x, o);
     pending = &dn;
   }
-  b.AddNorm(h, x, *pending, final_norm_w_, final_norm_b_, eps, rms, off);
+  if (pending) {
+    b.AddNorm(h, x, *pending, final_norm_w_, final_norm_b_, eps, rms, off);
+  } else {
+    b.Norm(h, x, final_norm_w_, final_norm_b_, eps, rms, off);
+  }
   if (L == 0) return;
   Tensor hl_used = hl.SliceRows(0, L);
   Tensor logits_used = logits.SliceRows(0, L);

@@ -346,6 +346,68 @@ TEST(CudaOpsLinear, GatedLinearAgainstCpu) {
   }
 }
 
+// The pre-norm block ops: NormLinear / NormGatedLinear (RMSNorm fused into the one-token
+// streaming GEMV, unfused above) and LinearResidual (residual add in the GEMV epilogue, or
+// cuBLASLt accumulating with beta = 1) against the CPU's composition of the plain ops.
+TEST(CudaOpsLinear, NormAndResidualFusionsAgainstCpu) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(16);
+  const int ms[] = {1, 1, 2, 5, 9, 17, 300};
+  for (DType dt : kDTypes) {
+    Pair p(dt);
+    int rep = 0;
+    for (int m : ms) {
+      for (int v = 0; v < 2; ++v, ++rep) {
+        const int n = Rand(g, 1, 900), k = v == 0 ? Rand(g, 1, 64) * 8 : Rand(g, 1, 1200);
+        const bool bias = rep % 3 == 1;
+        const std::string what = Name(dt) + " m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                 " k=" + std::to_string(k) + (bias ? " bias" : "");
+        std::vector<float> x = RoundTo(dt, Random(g, int64_t(m) * k, -2.0f, 2.0f));
+        std::vector<float> nw = Random(g, k, 0.5f, 1.5f);
+        std::vector<float> w = RoundTo(dt, Random(g, int64_t(2 * n) * k, -0.1f, 0.1f));
+        std::vector<float> b = Random(g, 2 * n);
+        std::vector<float> res = RoundTo(dt, Random(g, int64_t(m) * n));
+        auto wc = p.cpu->UploadWeight(w.data(), DType::kF32, 2 * n, k);
+        auto wg = p.gpu->UploadWeight(w.data(), DType::kF32, 2 * n, k);
+        auto vc = p.cpu->UploadWeight(w.data(), DType::kF32, n, k);  // first n rows: [n, k]
+        auto vg = p.gpu->UploadWeight(w.data(), DType::kF32, n, k);
+        ASSERT_TRUE(wc.ok() && wg.ok() && vc.ok() && vg.ok());
+        Buf xc = Upload(*p.cpu, DType::kF32, {m, k}, x), xg = Upload(*p.gpu, dt, {m, k}, x);
+        Buf nc = Upload(*p.cpu, DType::kF32, {k}, nw), ng = Upload(*p.gpu, DType::kF32, {k}, nw);
+        Buf bc = Upload(*p.cpu, DType::kF32, {2 * n}, b), bg = Upload(*p.gpu, DType::kF32, {2 * n}, b);
+        Buf bnc = Upload(*p.cpu, DType::kF32, {n}, b), bng = Upload(*p.gpu, DType::kF32, {n}, b);
+        Buf hc = Poisoned(*p.cpu, DType::kF32, {m, k}), hg = Poisoned(*p.gpu, dt, {m, k});
+        Buf sc = Poisoned(*p.cpu, DType::kF32, {m, 2 * n}), sg = Poisoned(*p.gpu, dt, {m, 2 * n});
+        // NormLinear
+        Buf oc = Poisoned(*p.cpu, DType::kF32, {m, n}), og = Poisoned(*p.gpu, dt, {m, n});
+        p.cpu->NormLinear(oc.t, xc.t, nc.t, 1e-5f, *vc, bias ? bnc.t : Tensor(), hc.t);
+        p.gpu->NormLinear(og.t, xg.t, ng.t, 1e-5f, *vg, bias ? bng.t : Tensor(), hg.t);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt), "NormLinear " + what);
+        // NormGatedLinear
+        Buf ac = Poisoned(*p.cpu, DType::kF32, {m, n}), ag = Poisoned(*p.gpu, dt, {m, n});
+        p.cpu->NormGatedLinear(ac.t, xc.t, nc.t, 1e-5f, *wc, bias ? bc.t : Tensor(), Backend::Activation::kSilu, hc.t,
+                               sc.t);
+        p.gpu->NormGatedLinear(ag.t, xg.t, ng.t, 1e-5f, *wg, bias ? bg.t : Tensor(), Backend::Activation::kSilu, hg.t,
+                               sg.t);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, ac.t), Read(*p.gpu, ag.t), Tol(dt), "NormGatedLinear " + what);
+        // LinearResidual: residual += x @ w^T (+ b)
+        std::vector<float> xin = RoundTo(dt, Random(g, int64_t(m) * k));
+        Buf x2c = Upload(*p.cpu, DType::kF32, {m, k}, xin), x2g = Upload(*p.gpu, dt, {m, k}, xin);
+        Buf rc = Upload(*p.cpu, DType::kF32, {m, n}, res), rg = Upload(*p.gpu, dt, {m, n}, res);
+        Buf tc = Poisoned(*p.cpu, DType::kF32, {m, n}), tg = Poisoned(*p.gpu, dt, {m, n});
+        p.cpu->LinearResidual(rc.t, x2c.t, *vc, bias ? bnc.t : Tensor(), tc.t);
+        p.gpu->LinearResidual(rg.t, x2g.t, *vg, bias ? bng.t : Tensor(), tg.t);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, rc.t), Read(*p.gpu, rg.t), Tol(dt), "LinearResidual " + what);
+        for (auto* wt : {&wc, &vc}) p.cpu->Free((*wt)->w.data);
+        for (auto* wt : {&wg, &vg}) p.gpu->Free((*wt)->w.data);
+      }
+    }
+  }
+}
+
 TEST(CudaOpsElementwise, ActivationsAddSoftcap) {
   KILN_REQUIRE_CUDA();
   std::mt19937 g(6);

@@ -45,8 +45,15 @@ class CudaBackend final : public Backend {
     // KILN_CUDA_PREFILL_ATTN=0 sends every attention call to the split-K kernel (tests, A/B).
     const char* env = std::getenv("KILN_CUDA_PREFILL_ATTN");
     prefill_enabled_ = !(env && env[0] == '0');
-    const char* fused = std::getenv("KILN_CUDA_FUSED_GATED");  // 0: Linear + GatedActivation (A/B)
-    fused_gated_ = !(fused && fused[0] == '0');
+    // A/B switches, each 0 = the unfused ops: KILN_CUDA_FUSED_GATED (Linear + GatedActivation),
+    // KILN_CUDA_FUSED_NORM (Norm + Linear), KILN_CUDA_FUSED_RESIDUAL (Linear + Add).
+    auto on = [](const char* name) {
+      const char* v = std::getenv(name);
+      return !(v && v[0] == '0');
+    };
+    fused_gated_ = on("KILN_CUDA_FUSED_GATED");
+    fused_norm_ = on("KILN_CUDA_FUSED_NORM");
+    fused_residual_ = on("KILN_CUDA_FUSED_RESIDUAL");
     const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
     graphs_enabled_ = !(graphs && graphs[0] == '0');
   }
@@ -210,15 +217,63 @@ class CudaBackend final : public Backend {
     if (w.w.dim(1) != k || out.numel() != m * n)
       return Fail("Linear: shapes x " + x.ShapeStr() + ", w " + w.w.ShapeStr() + ", out " + out.ShapeStr() + " disagree");
     const float* bp = bias.empty() ? nullptr : bias.ptr<float>();
-    // Our streaming kernels win at m <= 8 on every Llama-3-8B shape; at 9..16 only on wide
-    // matrices (gate_up, lm_head), cuBLASLt on the rest (docs/PERFORMANCE.md, 2026-11-25).
-    if (m <= 8 || (m <= cuda::kGemvMaxM && n >= 16384)) {
+    if (UseGemv(m, n)) {
       Record(cuda::LaunchGemv(out.data, x.data, w.w.data, bp, m, n, k, et_, stream_), "Linear (gemv)");
       return;
     }
     std::string err = lt_->Run(out.data, x.data, w.w.data, m, n, k, et_, stream_);
     if (!err.empty()) return Fail("Linear: " + err);
     if (bp) Record(cuda::LaunchAddBias(out.data, bp, m, n, et_, stream_), "Linear (bias)");
+  }
+  // The residual add rides in the GEMM's epilogue: the streaming kernels add into the residual
+  // row they own; cuBLASLt accumulates into it (beta = 1). No [m, n] round trip, no Add launch.
+  void LinearResidual(Tensor residual, const Tensor& x, const Weight& w, const Tensor& bias, Tensor scratch) override {
+    const int64_t m = x.rows(), k = x.cols(), n = w.w.dim(0);
+    if (!fused_residual_ || !w.scales.empty() || w.w.dim(1) != k || residual.numel() != m * n ||
+        (!bias.empty() && !UseGemv(m, n)))
+      return Backend::LinearResidual(residual, x, w, bias, scratch);
+    if (!Act("LinearResidual", {&residual, &x, &w.w}) || (!bias.empty() && !F32("LinearResidual", bias))) return;
+    if (UseGemv(m, n)) {
+      cuda::GemvFuse fuse;
+      fuse.residual = residual.data;
+      Record(cuda::LaunchGemvFused(nullptr, x.data, w.w.data, bias.empty() ? nullptr : bias.ptr<float>(), m, n, k,
+                                   fuse, et_, stream_),
+             "LinearResidual (gemv)");
+      return;
+    }
+    std::string err = lt_->Run(residual.data, x.data, w.w.data, m, n, k, et_, stream_, /*beta=*/1.0f);
+    if (!err.empty()) return Fail("LinearResidual: " + err);
+  }
+  // One token: the streaming kernel normalises x on the fly (no Norm launch, no h round trip).
+  void NormLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w, const Tensor& bias,
+                  Tensor h) override {
+    const int64_t m = x.rows(), k = x.cols(), n = w.w.dim(0);
+    if (!fused_norm_ || m != 1 || !w.scales.empty() || w.w.dim(1) != k || out.numel() != m * n ||
+        norm_w.numel() != k || norm_w.dtype != DType::kF32)
+      return Backend::NormLinear(out, x, norm_w, eps, w, bias, h);
+    if (!Act("NormLinear", {&out, &x, &w.w}) || (!bias.empty() && !F32("NormLinear", bias))) return;
+    cuda::GemvFuse fuse;
+    fuse.norm_w = norm_w.ptr<float>();
+    fuse.eps = eps;
+    Record(cuda::LaunchGemvFused(out.data, x.data, w.w.data, bias.empty() ? nullptr : bias.ptr<float>(), m, n, k,
+                                 fuse, et_, stream_),
+           "NormLinear (gemv)");
+  }
+  void NormGatedLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w,
+                       const Tensor& bias, Activation act, Tensor h, Tensor gate_up) override {
+    const int64_t m = x.rows(), k = x.cols(), f = w.w.dim(0) / 2;
+    if (!fused_norm_ || !fused_gated_ || m != 1 || !w.scales.empty() || w.w.dim(1) != k ||
+        w.w.dim(0) != 2 * f || out.numel() != m * f || norm_w.numel() != k || norm_w.dtype != DType::kF32)
+      return Backend::NormGatedLinear(out, x, norm_w, eps, w, bias, act, h, gate_up);
+    if (!Act("NormGatedLinear", {&out, &x, &w.w}) || (!bias.empty() && !F32("NormGatedLinear", bias))) return;
+    cuda::GemvFuse fuse;
+    fuse.gated_f = f;
+    fuse.act = static_cast<cuda::Act>(act);
+    fuse.norm_w = norm_w.ptr<float>();
+    fuse.eps = eps;
+    Record(cuda::LaunchGemvFused(out.data, x.data, w.w.data, bias.empty() ? nullptr : bias.ptr<float>(), m, 2 * f, k,
+                                 fuse, et_, stream_),
+           "NormGatedLinear (gemv)");
   }
   void RopeWriteKv(Tensor qkv, const AttentionBatch& batch, const AttentionShape& s, const RopeSpec& rope,
                    const Tensor& q_norm, const Tensor& k_norm, float norm_eps, KvCacheLayer cache) override {
@@ -386,6 +441,9 @@ class CudaBackend final : public Backend {
  private:
   static constexpr int kPrefillMinQ = 16;
 
+  // Our streaming kernels win at m <= 8 on every Llama-3-8B shape; at 9..16 only on wide
+  // matrices (gate_up, lm_head), cuBLASLt on the rest (docs/PERFORMANCE.md, 2026-11-25).
+  static bool UseGemv(int64_t m, int64_t n) { return m <= 8 || (m <= cuda::kGemvMaxM && n >= 16384); }
   static cuda::AttnArgs ArgsOf(const AttentionBatch& batch, const AttentionShape& s) {
     cuda::AttnArgs a;
     a.positions = batch.positions.ptr<int32_t>();
@@ -534,7 +592,9 @@ class CudaBackend final : public Backend {
   cudaEvent_t upload_done_[2] = {nullptr, nullptr};
   bool prefill_enabled_ = true;
   bool graphs_enabled_ = true;
-  bool fused_gated_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
+  bool fused_gated_ = true;
+  bool fused_norm_ = true;
+  bool fused_residual_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
   bool capturing_ = false;
   std::unordered_map<uint64_t, cudaGraphExec_t> graphs_;
   Status error_;

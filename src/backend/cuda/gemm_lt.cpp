@@ -72,7 +72,7 @@ std::string LtGemm::MakePlan(int64_t m, int64_t n, int64_t k, ElemType t, uint32
 }
 
 std::string LtGemm::Run(void* out, const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType t,
-                        cudaStream_t s) {
+                        cudaStream_t s, float beta) {
   // The largest power-of-two alignment (<= 256 bytes) all three pointers share.
   const uintptr_t bits = reinterpret_cast<uintptr_t>(out) | reinterpret_cast<uintptr_t>(x) |
                          reinterpret_cast<uintptr_t>(w) | 256u;
@@ -86,7 +86,7 @@ std::string LtGemm::Run(void* out, const void* x, const void* w, int64_t m, int6
     it = plans_.emplace(key, p).first;
   }
   const Plan& p = it->second;
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f;
   cublasStatus_t st = cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo,
                                      workspace_, workspace_bytes_, s);
   if (st != CUBLAS_STATUS_SUCCESS) return LtError("matmul", st);

@@ -23,9 +23,10 @@ class LtGemm {
 
   // Creates the handle and a workspace of `workspace_bytes`; returns an error message or "".
   std::string Init(size_t workspace_bytes);
-  // Enqueues the GEMM on `s`; returns an error message or "".
+  // Enqueues out = x w^T + beta * out on `s` (beta 0 or 1: 1 accumulates into out, e.g. the
+  // residual stream); returns an error message or "".
   std::string Run(void* out, const void* x, const void* w, int64_t m, int64_t n, int64_t k, ElemType t,
-                  cudaStream_t s);
+                  cudaStream_t s, float beta = 0.0f);
 
  private:
   struct Plan {

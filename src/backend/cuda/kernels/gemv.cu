@@ -17,17 +17,21 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kU = 4;  // vectors per row in flight per lane
 
-// Gated variant (gated_f > 0, R = 2): W is [2f, k] (gate rows, then up rows); warp p streams
-// rows p and p + f and writes out[m, f] = act(gate) * up directly, rounding gate and up to T
-// first as the separate Linear + GatedActivation would.
+// Fusions (GemvFuse): gated (gated_f > 0, R = 2): W is [2f, k] (gate rows, then up rows);
+// warp p streams rows p and p + f and writes out[m, f] = act(gate) * up, rounding gate and up
+// to T first as Linear + GatedActivation would. norm_w: x is RMS-normalised on the fly (each
+// warp reads all of x anyway: it sums x^2 alongside and scales its dot products at the end;
+// the normalised x is never rounded to T). residual: residual[i, row] += the result (rounded
+// to T first, as Linear + Add would) instead of writing out; each output has one owner warp.
 template <typename T, int MT, int R>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, const T* __restrict__ x,
                                                           const T* __restrict__ w, const float* __restrict__ bias,
-                                                          int m, int64_t n, int64_t k, bool vec, int64_t gated_f,
-                                                          Act act) {
+                                                          int m, int64_t n, int64_t k, bool vec, GemvFuse fuse) {
   PdlWait();
   PdlTrigger();
   constexpr int N = Vec16<T>::kN;
+  const int64_t gated_f = fuse.gated_f;
+  const float* __restrict__ nw = fuse.norm_w;
   const int lane = threadIdx.x & 31;
   const int64_t wid = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int64_t row0 = gated_f > 0 ? wid : wid * R;
@@ -39,11 +43,13 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
     wr[r] = w + row * k;
   }
 
-  float acc[R][MT];
+  float acc[R][MT], ss[MT];
 #pragma unroll
-  for (int r = 0; r < R; ++r)
+  for (int i = 0; i < MT; ++i) {
+    ss[i] = 0.0f;
 #pragma unroll
-    for (int i = 0; i < MT; ++i) acc[r][i] = 0.0f;
+    for (int r = 0; r < R; ++r) acc[r][i] = 0.0f;
+  }
 
   const int64_t kv = vec ? k / N : 0;  // 16-byte vectors per row
   for (int64_t v0 = lane; v0 < kv; v0 += 32 * kU) {
@@ -59,13 +65,28 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
     for (int u = 0; u < kU; ++u) {
       const int64_t v = v0 + 32 * u;
       if (v < kv) {
+        float nv[N];
+        if (nw) {
+#pragma unroll
+          for (int e = 0; e < N; e += 4) {
+            const float4 q = *reinterpret_cast<const float4*>(nw + v * N + e);
+            nv[e] = q.x;
+            nv[e + 1] = q.y;
+            nv[e + 2] = q.z;
+            nv[e + 3] = q.w;
+          }
+        }
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
           if (i < m) {
             const Vec16<T> xv = Load16(x + i * k + v * N);
 #pragma unroll
             for (int e = 0; e < N; ++e) {
-              const float xe = ToF32(xv.e[e]);
+              float xe = ToF32(xv.e[e]);
+              if (nw) {
+                ss[i] = fmaf(xe, xe, ss[i]);
+                xe *= nv[e];
+              }
 #pragma unroll
               for (int r = 0; r < R; ++r) acc[r][i] = fmaf(ToF32(wv[u][r].e[e]), xe, acc[r][i]);
             }
@@ -79,31 +100,46 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
       if (i < m) {
-        const float xe = ToF32(x[i * k + j]);
+        float xe = ToF32(x[i * k + j]);
+        if (nw) {
+          ss[i] = fmaf(xe, xe, ss[i]);
+          xe *= nw[j];
+        }
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[r][i] = fmaf(ToF32(wr[r][j]), xe, acc[r][i]);
       }
     }
   }
+  float scale[MT];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) scale[i] = nw ? 1.0f / sqrtf(WarpSum(ss[i]) / static_cast<float>(k) + fuse.eps) : 1.0f;
   if (R == 2 && gated_f > 0) {
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
-      const float g = WarpSum(acc[0][i]), u = WarpSum(acc[R - 1][i]);
+      const float g = WarpSum(acc[0][i]) * scale[i], u = WarpSum(acc[R - 1][i]) * scale[i];
       if (lane == (i & 31) && i < m) {
         const float gb = ToF32(FromF32<T>(g + (bias ? bias[row0] : 0.0f)));
         const float ub = ToF32(FromF32<T>(u + (bias ? bias[row0 + gated_f] : 0.0f)));
-        out[i * gated_f + row0] = FromF32<T>(ApplyAct(gb, act) * ub);
+        out[i * gated_f + row0] = FromF32<T>(ApplyAct(gb, fuse.act) * ub);
       }
     }
     return;
   }
+  T* __restrict__ res = static_cast<T*>(fuse.residual);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
-      const float s = WarpSum(acc[r][i]);
-      if (lane == ((r * MT + i) & 31) && i < m && row0 + r < n)
-        out[i * n + row0 + r] = FromF32<T>(s + (bias ? bias[row0 + r] : 0.0f));
+      const float s = WarpSum(acc[r][i]) * scale[i];
+      if (lane == ((r * MT + i) & 31) && i < m && row0 + r < n) {
+        const T v = FromF32<T>(s + (bias ? bias[row0 + r] : 0.0f));
+        if (res) {
+          T& dst = res[i * n + row0 + r];
+          dst = FromF32<T>(ToF32(dst) + ToF32(v));
+        } else {
+          out[i * n + row0 + r] = v;
+        }
+      }
     }
   }
 }
@@ -142,7 +178,8 @@ constexpr int kMmaU = 4;  // 32-k chunks in flight per warp
 template <typename T, int NT, int RT>
 __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out, const T* __restrict__ x,
                                                              const T* __restrict__ w, const float* __restrict__ bias,
-                                                             int m, int64_t n, int64_t k, int64_t gated_f, Act act) {
+                                                             int m, int64_t n, int64_t k, GemvFuse fuse) {
+  const int64_t gated_f = fuse.gated_f;  // norm_w is not supported here (GemvKernel only)
   PdlWait();
   PdlTrigger();
   __shared__ float red[kWarps][RT][NT][16][8];
@@ -236,7 +273,7 @@ __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out
         vu += bias[p + gated_f];
       }
       out[static_cast<int64_t>(mm) * gated_f + p] =
-          FromF32<T>(ApplyAct(ToF32(FromF32<T>(vg)), act) * ToF32(FromF32<T>(vu)));
+          FromF32<T>(ApplyAct(ToF32(FromF32<T>(vg)), fuse.act) * ToF32(FromF32<T>(vu)));
     }
     return;
   }
@@ -248,33 +285,31 @@ __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out
 #pragma unroll
     for (int wi = 0; wi < kWarps; ++wi) v += red[wi][rt][t][r][i % 8];
     if (bias) v += bias[row];
-    out[static_cast<int64_t>(mm) * n + row] = FromF32<T>(v);
+    if (fuse.residual) {
+      T& dst = static_cast<T*>(fuse.residual)[static_cast<int64_t>(mm) * n + row];
+      dst = FromF32<T>(ToF32(dst) + ToF32(FromF32<T>(v)));
+    } else {
+      out[static_cast<int64_t>(mm) * n + row] = FromF32<T>(v);
+    }
   }
 }
 
-// gated_f > 0: the gated variants (out [m, gated_f]); 0: out [m, n].
-struct Gate {
-  int64_t f = 0;
-  Act act = Act::kSilu;
-};
-
 template <typename T, int MT, int R>
 void Launch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, bool vec,
-            cudaStream_t s, Gate gate = {}) {
+            cudaStream_t s, GemvFuse fuse = {}) {
   const int64_t rows_per_block = int64_t(kWarps) * R;
-  const int64_t outs = gate.f > 0 ? gate.f * R : n;  // a gated warp streams R = 2 rows for 1 output
+  const int64_t outs = fuse.gated_f > 0 ? fuse.gated_f * R : n;  // a gated warp streams 2 rows for 1 output
   const unsigned blocks = static_cast<unsigned>((outs + rows_per_block - 1) / rows_per_block);
-  LaunchPdl(GemvKernel<T, MT, R>, dim3(blocks), dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, vec, gate.f,
-            gate.act);
+  LaunchPdl(GemvKernel<T, MT, R>, dim3(blocks), dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, vec, fuse);
 }
 
 template <typename T, int NT, int RT>
 void LaunchMma(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, cudaStream_t s,
-               Gate gate = {}) {
-  const int64_t per_block = gate.f > 0 ? 8 : 16 * RT;
-  const int64_t outs = gate.f > 0 ? gate.f : n;
+               GemvFuse fuse = {}) {
+  const int64_t per_block = fuse.gated_f > 0 ? 8 : 16 * RT;
+  const int64_t outs = fuse.gated_f > 0 ? fuse.gated_f : n;
   LaunchPdl(GemvMmaKernel<T, NT, RT>, dim3(static_cast<unsigned>((outs + per_block - 1) / per_block)),
-            dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, gate.f, gate.act);
+            dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, fuse);
 }
 
 // Experiment knobs (bench A/B): KILN_GEMV_RT=1|2 row tiles per block on the tensor-core path;
@@ -284,63 +319,55 @@ int EnvInt(const char* name, int def) {
   return v && *v ? std::atoi(v) : def;
 }
 
+// Our kernels for m <= 16: the tensor-core tile kernel for 2 <= m (f16/bf16, aligned), the
+// streaming FMA kernel otherwise and whenever x is normalised on the fly (GemvKernel only).
 template <typename T>
 void Dispatch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, bool vec,
-              cudaStream_t s) {
+              GemvFuse fuse, cudaStream_t s) {
   if constexpr (!std::is_same_v<T, float>) {
     static const int rt = EnvInt("KILN_GEMV_RT", 1);
     static const bool m1_mma = EnvInt("KILN_GEMV_M1_MMA", 0) != 0;
-    if ((m >= 2 || m1_mma) && vec) {
-      if (rt == 2) {
-        if (m <= 8) return LaunchMma<T, 1, 2>(out, x, w, bias, m, n, k, s);
-        return LaunchMma<T, 2, 2>(out, x, w, bias, m, n, k, s);
+    if ((m >= 2 || m1_mma) && vec && !fuse.norm_w) {
+      if (fuse.gated_f > 0 || rt != 2) {
+        if (m <= 8) return LaunchMma<T, 1, 1>(out, x, w, bias, m, n, k, s, fuse);
+        return LaunchMma<T, 2, 1>(out, x, w, bias, m, n, k, s, fuse);
       }
-      if (m <= 8) return LaunchMma<T, 1, 1>(out, x, w, bias, m, n, k, s);
-      return LaunchMma<T, 2, 1>(out, x, w, bias, m, n, k, s);
+      if (m <= 8) return LaunchMma<T, 1, 2>(out, x, w, bias, m, n, k, s, fuse);
+      return LaunchMma<T, 2, 2>(out, x, w, bias, m, n, k, s, fuse);
     }
   }
-  if (m <= 1) return Launch<T, 1, 2>(out, x, w, bias, m, n, k, vec, s);
-  if (m <= 2) return Launch<T, 2, 2>(out, x, w, bias, m, n, k, vec, s);
-  if (m <= 4) return Launch<T, 4, 2>(out, x, w, bias, m, n, k, vec, s);
-  if (m <= 8) return Launch<T, 8, 2>(out, x, w, bias, m, n, k, vec, s);
-  return Launch<T, 16, 2>(out, x, w, bias, m, n, k, vec, s);
-}
-
-template <typename T>
-void DispatchGated(T* out, const T* x, const T* w, const float* bias, int m, int64_t f, int64_t k, bool vec, Act act,
-                   cudaStream_t s) {
-  const Gate gate{f, act};
-  if constexpr (!std::is_same_v<T, float>) {
-    if (m >= 2 && vec) return LaunchMma<T, 1, 1>(out, x, w, bias, m, 2 * f, k, s, gate);
-  }
-  if (m <= 1) return Launch<T, 1, 2>(out, x, w, bias, m, 2 * f, k, vec, s, gate);
-  if (m <= 2) return Launch<T, 2, 2>(out, x, w, bias, m, 2 * f, k, vec, s, gate);
-  if (m <= 4) return Launch<T, 4, 2>(out, x, w, bias, m, 2 * f, k, vec, s, gate);
-  return Launch<T, 8, 2>(out, x, w, bias, m, 2 * f, k, vec, s, gate);
+  if (m <= 1) return Launch<T, 1, 2>(out, x, w, bias, m, n, k, vec, s, fuse);
+  if (m <= 2) return Launch<T, 2, 2>(out, x, w, bias, m, n, k, vec, s, fuse);
+  if (m <= 4) return Launch<T, 4, 2>(out, x, w, bias, m, n, k, vec, s, fuse);
+  if (m <= 8) return Launch<T, 8, 2>(out, x, w, bias, m, n, k, vec, s, fuse);
+  return Launch<T, 16, 2>(out, x, w, bias, m, n, k, vec, s, fuse);
 }
 
 }  // namespace
 
+cudaError_t LaunchGemvFused(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t n,
+                            int64_t k, const GemvFuse& fuse, ElemType t, cudaStream_t s) {
+  if (m <= 0 || n <= 0) return cudaSuccess;
+  if (m > kGemvMaxM || (fuse.gated_f > 0 && (m > kGemvGatedMaxM || n != 2 * fuse.gated_f)))
+    return cudaErrorInvalidValue;
+  const int64_t nv = 16 / ElemBytes(t);
+  const bool vec = k % nv == 0 && Aligned16(x) && Aligned16(w) && (!fuse.norm_w || Aligned16(fuse.norm_w));
+  KILN_DISPATCH_FLOAT(t, T, Dispatch<T>(static_cast<T*>(out), static_cast<const T*>(x), static_cast<const T*>(w),
+                                        bias, static_cast<int>(m), n, k, vec, fuse, s));
+  return cudaGetLastError();
+}
+
 cudaError_t LaunchGemvGated(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t f,
                             int64_t k, Act act, ElemType t, cudaStream_t s) {
-  if (m <= 0 || f <= 0) return cudaSuccess;
-  if (m > kGemvGatedMaxM) return cudaErrorInvalidValue;
-  const int64_t nv = 16 / ElemBytes(t);
-  const bool vec = k % nv == 0 && Aligned16(x) && Aligned16(w);
-  KILN_DISPATCH_FLOAT(t, T, DispatchGated<T>(static_cast<T*>(out), static_cast<const T*>(x),
-                                             static_cast<const T*>(w), bias, static_cast<int>(m), f, k, vec, act, s));
-  return cudaGetLastError();
+  GemvFuse fuse;
+  fuse.gated_f = f;
+  fuse.act = act;
+  return LaunchGemvFused(out, x, w, bias, m, 2 * f, k, fuse, t, s);
 }
 
 cudaError_t LaunchGemv(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t n, int64_t k,
                        ElemType t, cudaStream_t s) {
-  if (m <= 0 || n <= 0) return cudaSuccess;
-  if (m > kGemvMaxM) return cudaErrorInvalidValue;
-  const int64_t nv = 16 / ElemBytes(t);
-  const bool vec = k % nv == 0 && Aligned16(x) && Aligned16(w);
-  KILN_DISPATCH_FLOAT(t, T, Dispatch<T>(static_cast<T*>(out), static_cast<const T*>(x), static_cast<const T*>(w),
-                                        bias, static_cast<int>(m), n, k, vec, s));
-  return cudaGetLastError();
+  return LaunchGemvFused(out, x, w, bias, m, n, k, GemvFuse{}, t, s);
 }
 
 }  // namespace kiln::cuda

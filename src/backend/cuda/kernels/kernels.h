@@ -53,6 +53,16 @@ cudaError_t LaunchArgmaxRows(int32_t* out, const void* logits, int64_t rows, int
 constexpr int kGemvMaxM = 16;
 cudaError_t LaunchGemv(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t n, int64_t k,
                        ElemType t, cudaStream_t s);
+// Fusions around the skinny GEMM (out [m, n] = x @ w^T + bias unless stated):
+struct GemvFuse {
+  int64_t gated_f = 0;            // > 0: n = 2 gated_f; out [m, gated_f] = act(gate) * up
+  Act act = Act::kSilu;
+  void* residual = nullptr;       // residual [m, n] += the result (out is not written)
+  const float* norm_w = nullptr;  // x is RMS-normalised first with these weights [k] (m <= 16)
+  float eps = 1e-6f;
+};
+cudaError_t LaunchGemvFused(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t n,
+                            int64_t k, const GemvFuse& fuse, ElemType t, cudaStream_t s);
 // Gated form for the MLP: w = [2f, k] (gate rows, then up rows), bias f32 [2f] or null;
 // out[m, f] = act(x @ gate^T + bg) * (x @ up^T + bu), gate and up rounded to t first.
 constexpr int kGemvGatedMaxM = 8;
