@@ -47,13 +47,6 @@ if on tests; then
   echo "kiln_tests (split-K only) exit $?" >> "$OUT/tests_splitk.log"
   grep -hE "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|exit [0-9]|graphs recorded|diverged" "$OUT"/tests*.log | sort | uniq -c | sort -rn | head -40
 fi
-if on sanitizer; then
-  echo "== compute-sanitizer memcheck over the CUDA op tests"
-  timeout 400 /usr/local/cuda/bin/compute-sanitizer --tool memcheck --error-exitcode 9 .carry/kiln_tests \
-    --gtest_filter='CudaOps*:*CudaDecode*:*CudaPrefill*:*CudaSampl*:*CudaOpsUpload*' > "$OUT/memcheck.log" 2>&1
-  echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"
-  grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/memcheck.log" | tail -5
-fi
 if on latency; then
   echo "== kiln bench (latency)"
   lat() {  # batch isl osl tag [env...]
@@ -63,7 +56,7 @@ if on latency; then
   }
   lat 1 128 256 ""
   lat 1 128 256 "_nograph" KILN_CUDA_GRAPHS=0
-  lat 1 128 256 "_unfused" KILN_CUDA_FUSED_GATED=0
+  lat 1 128 256 "_unfused" KILN_CUDA_FUSED_GATED=0 KILN_CUDA_FUSED_NORM=0 KILN_CUDA_FUSED_RESIDUAL=0
   lat 1 2048 8 ""
   lat 8 128 64 ""
   [[ $QUICK == 1 ]] || lat 32 128 64 ""
@@ -91,6 +84,13 @@ if on hf; then
   P=.carry/shared/configs/llama-3-8b.json
   timeout 150 python3 bench/peers/hf_generate.py --config $P --batch 1 --isl 128 --osl 256 --iterations 1 > "$R/hf_b1.json" 2>> "$OUT/err.log"
   timeout 100 python3 bench/peers/hf_generate.py --config $P --batch 64 --isl 128 --osl 64 --iterations 1 > "$R/hf_b64.json" 2>> "$OUT/err.log"
+fi
+if on sanitizer; then
+  echo "== compute-sanitizer memcheck over the CUDA op tests"
+  timeout ${SANITIZER_TIMEOUT:-240} /usr/local/cuda/bin/compute-sanitizer --tool memcheck --error-exitcode 9 .carry/kiln_tests \
+    --gtest_filter='CudaOps*:*CudaDecode*:*CudaPrefill*:*CudaSampl*:*CudaOpsUpload*' > "$OUT/memcheck.log" 2>&1
+  echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"
+  grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/memcheck.log" | tail -5
 fi
 python3 - "$OUT" <<'PY'
 import json, sys, glob, os
