@@ -1,7 +1,8 @@
 // Standalone check + timing of the tensor-core prefill attention kernel over the paged KV cache.
 //
-//   nvcc -std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Isrc -Iinclude \
+//   nvcc -std=c++20 -O3 -gencode arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Isrc -Iinclude \
 //        bench/kernels/prefill_attention_bench.cu -o prefill_attention_bench
+//   (sm_90a: the Hopper wgmma path; with -arch=sm_90 only the mma.sync kernel is built)
 //   ./prefill_attention_bench            # correctness cases vs an fp32 reference, then timings
 //   PA_MODE=check|time|small ./prefill_attention_bench   (small: a few short cases, for compute-sanitizer)
 //
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#define KILN_PA_BENCH_KNOBS 1
 #include "../../src/backend/cuda/kernels/prefill_attention.cu"
 #ifdef KILN_BENCH_OLD_PREFILL
 #include KILN_BENCH_OLD_PREFILL
@@ -227,7 +229,26 @@ std::vector<Variant> Variants() {
 #endif
   v.push_back(
       {"new", [](const AttnArgs& a, ElemType t, cudaStream_t s) { return LaunchPrefillAttention(a, t, s); }, false});
+  v.push_back({"mma",
+               [](const AttnArgs& a, ElemType t, cudaStream_t s) {
+                 return t == ElemType::kBF16 ? LaunchMmaT<__nv_bfloat16>(a, s) : LaunchMmaT<__half>(a, s);
+               },
+               false});
 #ifndef PA_NO_VARIANTS
+  // Hopper wgmma configurations (hd 128, bf16): WgCfg<HD, keys/tile, blocks/SM, stages>.
+#define PA_WG(name, ...)                                                                                            \
+  v.push_back(                                                                                                      \
+      {name,                                                                                                        \
+       [](const AttnArgs& a, ElemType, cudaStream_t s) { return LaunchWg<__nv_bfloat16, WgCfg<__VA_ARGS__>>(a, s); }, \
+       true})
+  PA_WG("w1:128k1b2s", 128, 128, 1, 2);
+  PA_WG("w2:64k1b2s", 128, 64, 1, 2);
+  PA_WG("w3:64k1b3s", 128, 64, 1, 3);
+  PA_WG("w4:64k2b2s", 128, 64, 2, 2);
+  PA_WG("w5:128k1b3s", 128, 128, 1, 3);
+#undef PA_WG
+#endif
+#ifdef PA_OLD_VARIANTS
   // Alternative configurations (hd 128, bf16): Cfg<HD, warps, m-tiles/warp, blocks/SM, keys/tile, stages, Q in regs>.
 #define PA_VARIANT(name, ...)                                                                                     \
   v.push_back(                                                                                                    \
@@ -336,6 +357,12 @@ int main() {
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  std::printf("wgmma path available: bf16 hd128 %d, f16 hd64 %d\n", WgAvailable<__nv_bfloat16, WgCfg128>() ? 1 : 0,
+              WgAvailable<__half, WgCfg64>() ? 1 : 0);
+  if (const char* vs = std::getenv("PA_VSWAP")) {
+    const int x = std::atoi(vs);
+    CK(cudaMemcpyToSymbol(g_pa_vswap, &x, sizeof(x)));
+  }
   std::vector<Case> cases;
   auto add = [&](Case c) { cases.push_back(std::move(c)); };
   if (mode == "small") {
