@@ -310,6 +310,10 @@ TEST(CudaOpsLinear, GemvAndGemmAgainstCpu) {
 // the fused path.
 TEST(CudaOpsLinear, GatedLinearAgainstCpu) {
   KILN_REQUIRE_CUDA();
+  // The fused kernels are opt-in (KILN_CUDA_FUSED_*): switch them on for this test.
+  setenv("KILN_CUDA_FUSED_GATED", "1", 1);
+  setenv("KILN_CUDA_FUSED_NORM", "1", 1);
+  setenv("KILN_CUDA_FUSED_RESIDUAL", "1", 1);
   std::mt19937 g(15);
   const int ms[] = {1, 2, 3, 5, 8, 9, 17};
   const Backend::Activation acts[] = {Backend::Activation::kSilu, Backend::Activation::kGeluTanh,
@@ -351,6 +355,10 @@ TEST(CudaOpsLinear, GatedLinearAgainstCpu) {
 // cuBLASLt accumulating with beta = 1) against the CPU's composition of the plain ops.
 TEST(CudaOpsLinear, NormAndResidualFusionsAgainstCpu) {
   KILN_REQUIRE_CUDA();
+  // The fused kernels are opt-in (KILN_CUDA_FUSED_*): switch them on for this test.
+  setenv("KILN_CUDA_FUSED_GATED", "1", 1);
+  setenv("KILN_CUDA_FUSED_NORM", "1", 1);
+  setenv("KILN_CUDA_FUSED_RESIDUAL", "1", 1);
   std::mt19937 g(16);
   const int ms[] = {1, 1, 2, 5, 9, 17, 300};
   for (DType dt : kDTypes) {
@@ -375,7 +383,8 @@ TEST(CudaOpsLinear, NormAndResidualFusionsAgainstCpu) {
         Buf xc = Upload(*p.cpu, DType::kF32, {m, k}, x), xg = Upload(*p.gpu, dt, {m, k}, x);
         Buf nc = Upload(*p.cpu, DType::kF32, {k}, nw), ng = Upload(*p.gpu, DType::kF32, {k}, nw);
         Buf bc = Upload(*p.cpu, DType::kF32, {2 * n}, b), bg = Upload(*p.gpu, DType::kF32, {2 * n}, b);
-        Buf bnc = Upload(*p.cpu, DType::kF32, {n}, b), bng = Upload(*p.gpu, DType::kF32, {n}, b);
+        const std::vector<float> bn(b.begin(), b.begin() + n);
+        Buf bnc = Upload(*p.cpu, DType::kF32, {n}, bn), bng = Upload(*p.gpu, DType::kF32, {n}, bn);
         Buf hc = Poisoned(*p.cpu, DType::kF32, {m, k}), hg = Poisoned(*p.gpu, dt, {m, k});
         Buf sc = Poisoned(*p.cpu, DType::kF32, {m, 2 * n}), sg = Poisoned(*p.gpu, dt, {m, 2 * n});
         // NormLinear
