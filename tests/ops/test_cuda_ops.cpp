@@ -305,15 +305,23 @@ TEST(CudaOpsLinear, GemvAndGemmAgainstCpu) {
   }
 }
 
+// Switches the opt-in fused kernels (KILN_CUDA_FUSED_*) on while it lives.
+struct FusedKernelsOn {
+  FusedKernelsOn() {
+    for (const char* n : kNames) setenv(n, "1", 1);
+  }
+  ~FusedKernelsOn() {
+    for (const char* n : kNames) unsetenv(n);
+  }
+  static constexpr const char* kNames[] = {"KILN_CUDA_FUSED_GATED", "KILN_CUDA_FUSED_NORM", "KILN_CUDA_FUSED_RESIDUAL"};
+};
+
 // The fused gated projection (decode-sized m: one streaming pass) and its unfused fallback
 // (larger m) against the CPU's Linear + GatedActivation; the scratch is poisoned and unused by
 // the fused path.
 TEST(CudaOpsLinear, GatedLinearAgainstCpu) {
   KILN_REQUIRE_CUDA();
-  // The fused kernels are opt-in (KILN_CUDA_FUSED_*): switch them on for this test.
-  setenv("KILN_CUDA_FUSED_GATED", "1", 1);
-  setenv("KILN_CUDA_FUSED_NORM", "1", 1);
-  setenv("KILN_CUDA_FUSED_RESIDUAL", "1", 1);
+  const FusedKernelsOn fused_on;  // opt-in kernels: on for the backends this test creates
   std::mt19937 g(15);
   const int ms[] = {1, 2, 3, 5, 8, 9, 17};
   const Backend::Activation acts[] = {Backend::Activation::kSilu, Backend::Activation::kGeluTanh,
@@ -355,10 +363,7 @@ TEST(CudaOpsLinear, GatedLinearAgainstCpu) {
 // cuBLASLt accumulating with beta = 1) against the CPU's composition of the plain ops.
 TEST(CudaOpsLinear, NormAndResidualFusionsAgainstCpu) {
   KILN_REQUIRE_CUDA();
-  // The fused kernels are opt-in (KILN_CUDA_FUSED_*): switch them on for this test.
-  setenv("KILN_CUDA_FUSED_GATED", "1", 1);
-  setenv("KILN_CUDA_FUSED_NORM", "1", 1);
-  setenv("KILN_CUDA_FUSED_RESIDUAL", "1", 1);
+  const FusedKernelsOn fused_on;  // opt-in kernels: on for the backends this test creates
   std::mt19937 g(16);
   const int ms[] = {1, 1, 2, 5, 9, 17, 300};
   for (DType dt : kDTypes) {
