@@ -27,6 +27,7 @@ struct AttentionBatch {
   int max_seq_len = 0;        // max over sequences of seq_lens
   int max_blocks_per_seq = 0; // row stride of block_tables
   int block_size = 0;         // tokens per KV block
+  int n_decode_seqs = 0;      // leading sequences with exactly one query token (decodes)
   Tensor positions;     // [n_tokens]  absolute position of each query token
   Tensor slot_mapping;  // [n_tokens]  block_id * block_size + offset where its K/V goes
   Tensor q_start;       // [n_seqs + 1]

@@ -50,10 +50,21 @@ Expected<StepInputs> StepBuilder::Build(std::span<const SequenceChunk> chunks, i
   int32_t* tables = lens + S;
   const size_t used = static_cast<size_t>(tables - host_.data()) + static_cast<size_t>(S) * max_blocks_;
   rows[0] = 0;
-  int t = 0, l = 0;
+  // One-token chunks (decodes) go first, so that a mixed step's attention can run them through
+  // the decode kernel and the rest through the prefill kernel (AttentionBatch::n_decode_seqs).
+  // Logits rows keep the callers' chunk order.
+  order_.clear();
+  for (int s = 0; s < S; ++s)
+    if (chunks[s].tokens.size() == 1) order_.push_back(s);
+  const int n_decode = static_cast<int>(order_.size());
+  for (int s = 0; s < S; ++s)
+    if (chunks[s].tokens.size() != 1) order_.push_back(s);
+  first_token_.assign(S, 0);
+  int t = 0;
   for (int s = 0; s < S; ++s) {
-    const auto& c = chunks[s];
+    const auto& c = chunks[order_[s]];
     const int n = static_cast<int>(c.tokens.size());
+    first_token_[order_[s]] = t;
     qs[s] = t;
     lens[s] = c.start_pos + n;
     std::fill(tables + static_cast<size_t>(s) * max_blocks_, tables + static_cast<size_t>(s + 1) * max_blocks_, 0);
@@ -65,10 +76,18 @@ Expected<StepInputs> StepBuilder::Build(std::span<const SequenceChunk> chunks, i
       tok[t] = c.tokens[i];
       pos[t] = p;
       slot[t] = c.block_table[p / block_size] * block_size + p % block_size;
-      if (c.logits == LogitsWanted::kAll || (c.logits == LogitsWanted::kLast && i == n - 1)) rows[l++] = t;
     }
   }
   qs[S] = t;
+  int l = 0;
+  for (int s = 0; s < S; ++s) {
+    const auto& c = chunks[s];
+    const int n = static_cast<int>(c.tokens.size());
+    if (c.logits == LogitsWanted::kAll)
+      for (int i = 0; i < n; ++i) rows[l++] = first_token_[s] + i;
+    else if (c.logits == LogitsWanted::kLast)
+      rows[l++] = first_token_[s] + n - 1;
+  }
   KILN_RETURN_IF_ERROR(backend_->CopyToDevice(device_.get(), host_.data(), used * sizeof(int32_t)));
   int32_t* d = static_cast<int32_t*>(device_.get());
   auto at = [&](int32_t* host_ptr) { return d + (host_ptr - host_.data()); };
@@ -80,6 +99,7 @@ Expected<StepInputs> StepBuilder::Build(std::span<const SequenceChunk> chunks, i
   b.n_seqs = S;
   b.n_tokens = T;
   b.max_q_len = max_q;
+  b.n_decode_seqs = n_decode;
   b.max_seq_len = max_len;
   b.max_blocks_per_seq = max_blocks_;
   b.block_size = block_size;

@@ -20,7 +20,8 @@ struct SequenceChunk {
 class StepBuilder {
  public:
   Status Reserve(Backend& b, int max_tokens, int max_seqs, int max_blocks_per_seq);
-  // The logits rows come out in chunk order (kAll: one per token).
+  // The logits rows come out in chunk order (kAll: one per token). Tokens are packed with the
+  // one-token chunks first (AttentionBatch::n_decode_seqs of them).
   Expected<StepInputs> Build(std::span<const SequenceChunk> chunks, int block_size);
   int max_tokens() const { return max_tokens_; }
   int max_seqs() const { return max_seqs_; }
@@ -30,6 +31,7 @@ class StepBuilder {
   Backend* backend_ = nullptr;
   DeviceBuffer device_;
   std::vector<int32_t> host_;
+  std::vector<int> order_, first_token_;  // chunk order in the step; first packed token per chunk
   int max_tokens_ = 0, max_seqs_ = 0, max_blocks_ = 0;
 };
 

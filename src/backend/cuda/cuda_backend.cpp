@@ -56,6 +56,7 @@ class CudaBackend final : public Backend {
     fused_gated_ = flag("KILN_CUDA_FUSED_GATED", false);
     fused_norm_ = flag("KILN_CUDA_FUSED_NORM", false);
     fused_residual_ = flag("KILN_CUDA_FUSED_RESIDUAL", true);
+    split_mixed_ = flag("KILN_CUDA_SPLIT_MIXED_ATTN", true);  // 0: mixed steps wholly on the prefill kernel
     const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
     graphs_enabled_ = !(graphs && graphs[0] == '0');
   }
@@ -317,6 +318,25 @@ class CudaBackend final : public Backend {
     a.sliding_window = p.sliding_window;
     a.softcap = p.softcap;
     if (UsesPrefillKernel(a)) {
+      const int n_dec = batch.n_decode_seqs;
+      if (n_dec > 0 && n_dec < a.n_seqs && split_mixed_) {
+        // A mixed step: its leading one-token sequences (decodes) through the decode kernel,
+        // which shares each K/V read across a GQA group; the prefill kernel would spend a
+        // 128-row query tile per head on each of them.
+        cuda::AttnArgs dec = a;
+        dec.n_seqs = n_dec;
+        dec.n_tokens = n_dec;
+        dec.max_q_len = 1;
+        Record(cuda::LaunchDecodeAttention(dec, et_, nullptr, num_sms_, stream_), "Attention (decode rows)");
+        cuda::AttnArgs pre = a;  // q_start keeps absolute token offsets
+        pre.q_start += n_dec;
+        pre.seq_lens += n_dec;
+        pre.block_tables += static_cast<int64_t>(n_dec) * a.max_blocks_per_seq;
+        pre.n_seqs -= n_dec;
+        pre.n_tokens -= n_dec;
+        Record(cuda::LaunchPrefillAttention(pre, et_, stream_), "Attention (prefill rows)");
+        return;
+      }
       Record(cuda::LaunchPrefillAttention(a, et_, stream_), "Attention (prefill)");
       return;
     }
@@ -596,7 +616,8 @@ class CudaBackend final : public Backend {
   bool graphs_enabled_ = true;
   bool fused_gated_ = false;
   bool fused_norm_ = false;
-  bool fused_residual_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
+  bool fused_residual_ = true;
+  bool split_mixed_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
   bool capturing_ = false;
   std::unordered_map<uint64_t, cudaGraphExec_t> graphs_;
   Status error_;
