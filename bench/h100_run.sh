@@ -55,7 +55,7 @@ if on latency; then
       > "$R/lat_b${b}_isl${i}${tag}.json" 2>> "$OUT/err.log" || echo "bench failed: $b $i $o $tag"
   }
   lat 1 128 256 ""
-  lat 1 128 256 "_nograph" KILN_CUDA_GRAPHS=0
+  [[ $QUICK == 1 ]] || lat 1 128 256 "_nograph" KILN_CUDA_GRAPHS=0
   lat 1 128 256 "_fusedall" KILN_CUDA_FUSED_GATED=1 KILN_CUDA_FUSED_NORM=1 KILN_CUDA_FUSED_RESIDUAL=1
   lat 1 128 256 "_nofused" KILN_CUDA_FUSED_GATED=0 KILN_CUDA_FUSED_NORM=0 KILN_CUDA_FUSED_RESIDUAL=0
   lat 1 2048 8 ""
@@ -71,8 +71,8 @@ tp() {  # isl osl requests timeout [flags...]
 TP_FLAGS=${TP_FLAGS:---max-batch-size 512 --max-num-tokens 16384}
 if on tp_short; then
   echo "== kiln bench (throughput: 128/128, 128/2048, 2048/128)"
-  tp 128 128 1000 90 $TP_FLAGS
-  tp 128 2048 200 150 $TP_FLAGS
+  [[ $QUICK == 1 ]] || tp 128 128 1000 90 $TP_FLAGS
+  [[ $QUICK == 1 ]] || tp 128 2048 200 150 $TP_FLAGS
   tp 2048 128 1000 200 $TP_FLAGS
 fi
 if on tp_long; then
