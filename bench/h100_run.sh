@@ -60,7 +60,7 @@ if on latency; then
   lat 1 128 256 "_nofused" KILN_CUDA_FUSED_GATED=0 KILN_CUDA_FUSED_NORM=0 KILN_CUDA_FUSED_RESIDUAL=0
   lat 1 2048 8 ""
   lat 8 128 64 ""
-  [[ $QUICK == 1 ]] || lat 32 128 64 ""
+  lat 32 128 64 ""
   lat 64 128 64 ""
 fi
 tp() {  # isl osl requests timeout [flags...]
