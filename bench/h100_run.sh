@@ -35,7 +35,7 @@ mkdir -p /work/main && ln -sfn "$PWD/.carry/shared" /work/shared
 # $OUT/results.json at the end: the device tool returns at most 8 files).
 SECTIONS=" ${SECTIONS:-tests latency tp_short hf} "
 QUICK=${QUICK:-0}
-R="$OUT/raw"
+R="${RAW:-$OUT/raw}"
 mkdir -p "$R"
 on() { [[ "$SECTIONS" == *" $1 "* ]]; }
 GPU_TESTS='*Cuda*:*ExecutorGpu*:*StepGraphs*'
@@ -71,14 +71,14 @@ tp() {  # isl osl requests timeout [flags...]
 TP_FLAGS=${TP_FLAGS:---max-batch-size 512 --max-num-tokens 16384}
 if on tp_short; then
   echo "== kiln bench (throughput: 128/128, 128/2048, 2048/128)"
-  [[ $QUICK == 1 ]] || tp 128 128 1000 90 $TP_FLAGS
-  [[ $QUICK == 1 ]] || tp 128 2048 200 150 $TP_FLAGS
-  tp 2048 128 1000 200 $TP_FLAGS
+  [[ $QUICK == 1 ]] || tp 128 128 1000 60 $TP_FLAGS
+  [[ $QUICK == 1 ]] || tp 128 2048 200 90 $TP_FLAGS
+  tp 2048 128 1000 110 $TP_FLAGS
 fi
 if on tp_long; then
   echo "== kiln bench (throughput: 2048/2048, 1000/1000)"
-  tp 2048 2048 200 240 $TP_FLAGS
-  tp 1000 1000 1000 300 $TP_FLAGS
+  tp 2048 2048 200 150 $TP_FLAGS
+  tp 1000 1000 1000 180 $TP_FLAGS
 fi
 if on hf; then
   echo "== HF transformers peer"
@@ -99,10 +99,11 @@ out = sys.argv[1]
 def load(p):
     try: return json.load(open(p))
     except Exception: return None
-merged = {os.path.basename(f)[:-5]: load(f) for f in sorted(glob.glob(out + "/raw/*.json"))}
+raw = os.environ.get("RAW", out + "/raw")
+merged = {os.path.basename(f)[:-5]: load(f) for f in sorted(glob.glob(raw + "/*.json")) if os.path.basename(f) != "results.json"}
 json.dump(merged, open(out + "/results.json", "w"), indent=1)
 print("\n%-22s %9s %9s %10s %9s %7s" % ("kiln bench (latency)", "TTFT ms", "step ms", "tok/s", "GB/s", "%copy"))
-for f in sorted(glob.glob(out + "/raw/lat_*.json")):
+for f in sorted(glob.glob(raw + "/lat_*.json")):
     j = load(f)
     if not j: continue
     print("%-22s %9.2f %9.3f %10.1f %9.0f %6.1f%%" % (os.path.basename(f)[4:-5], j["ttft_ms"],
@@ -111,12 +112,12 @@ for f in sorted(glob.glob(out + "/raw/lat_*.json")):
         s = j["single_request"]
         print("%-22s %9.2f %9.3f %10.1f %9.0f %6.1f%%  executor/single %.3f" % ("  single-request path", s["ttft_ms"],
               1000 / max(s["decode_tokens_per_s"], 1e-9), s["decode_tokens_per_s"], s["weight_stream_gbs"], s["pct_of_copy_bandwidth"], s["executor_vs_single"]))
-for f in sorted(glob.glob(out + "/raw/tp_*.json")):
+for f in sorted(glob.glob(raw + "/tp_*.json")):
     j = load(f)
     if j: print("throughput %-14s %9.1f out tok/s  %6.2f req/s  %7.1f s  steps %d  TTFT p50 %.0f ms  TPOT p50 %.2f ms  failed %d" % (
         os.path.basename(f)[3:-5], j["output_tokens_per_s"], j["requests_per_s"], j["elapsed_s"], j["steps"],
         j["ttft_ms"]["p50"], j["tpot_ms"]["p50"], j["failed"]))
 for f in ("hf_b1.json", "hf_b64.json"):
-    j = load(out + "/raw/" + f)
+    j = load(raw + "/" + f)
     if j: print("HF %s: ttft %.1f ms, decode %.1f tok/s" % (f, j["ttft_ms"], j["decode_tokens_per_s"]))
 PY
