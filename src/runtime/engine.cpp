@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "runtime/device_sampling.h"
 #include "runtime/kv_cache.h"
+#include "runtime/open_backend.h"
 #include "runtime/special_tokens.h"
 #include "runtime/step_builder.h"
 #include "runtime/stop_matcher.h"
@@ -76,26 +77,8 @@ Expected<std::unique_ptr<Engine>> Engine::Open(const std::string& dir, const Eng
   auto t0 = std::chrono::steady_clock::now();
   auto impl = std::make_unique<Impl>();
   KILN_ASSIGN_OR_RETURN(EngineConfig cfg, ReadEngineConfig(dir));
-  std::string device = o.device;
-  if (device == "auto") device = CudaAvailable() ? "cuda" : "cpu";
-  if (device == "cpu") {
-    impl->backend = MakeCpuBackend();
-  } else if (device.rfind("cuda", 0) == 0) {
-    int index = 0;
-    if (device.size() > 5 && device[4] == ':') index = std::atoi(device.c_str() + 5);
-    else if (device != "cuda") return InvalidArgument("--device: expected cpu, cuda or cuda:N, got '" + device + "'");
-    const DType act = o.f32_activations ? DType::kF32 : cfg.dtype;
-    KILN_ASSIGN_OR_RETURN(impl->backend, MakeCudaBackend(index, act));
-  } else {
-    return InvalidArgument("--device: expected auto, cpu, cuda or cuda:N, got '" + device + "'");
-  }
-  Model::Progress progress;
-  if (o.show_progress)
-    progress = [](size_t done, size_t total) {
-      std::fprintf(stderr, "\rkiln: loading weights %zu/%zu", done, total);
-      if (done == total) std::fprintf(stderr, "\n");
-    };
-  KILN_ASSIGN_OR_RETURN(impl->model, Model::Load(dir, *impl->backend, progress));
+  KILN_ASSIGN_OR_RETURN(impl->backend, OpenBackend(ResolveDevice(o.device), cfg.dtype, o.f32_activations));
+  KILN_ASSIGN_OR_RETURN(impl->model, Model::Load(dir, *impl->backend, StderrLoadProgress(o.show_progress)));
   const ModelConfig& mc = impl->model->config();
   if (o.block_size <= 0 || o.block_size > 1024) return InvalidArgument("--block-size must be in [1, 1024]");
   if (o.max_num_tokens <= 0) return InvalidArgument("--max-num-tokens must be positive");

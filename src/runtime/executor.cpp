@@ -22,6 +22,7 @@
 #include "runtime/device_sampling.h"
 #include "runtime/executor_plan.h"
 #include "runtime/kv_cache.h"
+#include "runtime/open_backend.h"
 #include "runtime/scheduler.h"
 #include "runtime/sequence.h"
 #include "runtime/step_builder.h"
@@ -193,28 +194,10 @@ Status ExecutorImpl::Init(const std::string& dir) {
   KILN_ASSIGN_OR_RETURN(ScheduleOrder order, ParseScheduleOrder(o.schedule_order));
 
   KILN_ASSIGN_OR_RETURN(EngineConfig cfg, ReadEngineConfig(dir));
-  std::string device = o.device;
-  if (device == "auto") device = CudaAvailable() ? "cuda" : "cpu";
+  const std::string device = ResolveDevice(o.device);
   const bool is_cpu = device == "cpu";
-  if (is_cpu) {
-    backend_ = MakeCpuBackend();
-  } else if (device.rfind("cuda", 0) == 0) {
-    int index = 0;
-    if (device.size() > 5 && device[4] == ':')
-      index = std::atoi(device.c_str() + 5);
-    else if (device != "cuda")
-      return InvalidArgument("device: expected cpu, cuda or cuda:N, got '" + device + "'");
-    KILN_ASSIGN_OR_RETURN(backend_, MakeCudaBackend(index, o.f32_activations ? DType::kF32 : cfg.dtype));
-  } else {
-    return InvalidArgument("device: expected auto, cpu, cuda or cuda:N, got '" + device + "'");
-  }
-  Model::Progress progress;
-  if (o.show_progress)
-    progress = [](size_t done, size_t total) {
-      std::fprintf(stderr, "\rkiln: loading weights %zu/%zu", done, total);
-      if (done == total) std::fprintf(stderr, "\n");
-    };
-  KILN_ASSIGN_OR_RETURN(model_, Model::Load(dir, *backend_, progress));
+  KILN_ASSIGN_OR_RETURN(backend_, OpenBackend(device, cfg.dtype, o.f32_activations));
+  KILN_ASSIGN_OR_RETURN(model_, Model::Load(dir, *backend_, StderrLoadProgress(o.show_progress)));
   const ModelConfig& mc = model_->config();
   vocab_ = mc.vocab_size;
   max_seq_len_ = o.max_seq_len > 0 ? o.max_seq_len : mc.max_position_embeddings;
