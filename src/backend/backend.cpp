@@ -50,8 +50,6 @@ void Backend::NormGatedLinear(Tensor out, const Tensor& x, const Tensor& norm_w,
   GatedLinear(out, h, w, bias, act, gate_up);
 }
 
-Status Backend::PrepareAttention(const AttentionBatch&, const AttentionShape&) { return Status::Ok(); }
-
 Expected<bool> Backend::ReplayGraph(uint64_t) { return false; }
 
 Status Backend::CaptureGraph(uint64_t, const std::function<Status()>&) {

@@ -171,12 +171,10 @@ class Backend {
 
   // ---- step graphs (CUDA graphs; the CPU backend has none) ----
   // A decode step is a fixed sequence of ops over fixed buffers: record it once, replay it
-  // with one launch. Keys are the caller's; a backend may drop every graph at any time
-  // (e.g. when a workspace it captured grows), so callers always handle "not recorded".
+  // with one launch. Keys are the caller's; a backend may drop every graph at any time, so
+  // callers always handle "not recorded". Every op must be recordable: no host sync, no
+  // allocation (the CUDA attention kernels need no workspace).
   virtual bool SupportsGraphs() const { return false; }
-  // Sizes the backend's own attention workspace for `batch` so that recording it needs no
-  // allocation (graphs recorded before a growth are dropped).
-  virtual Status PrepareAttention(const AttentionBatch& batch, const AttentionShape& shape);
   // Enqueues the graph recorded under `key`; false (nothing enqueued) when there is none.
   virtual Expected<bool> ReplayGraph(uint64_t key);
   // Records the ops `enqueue` issues as the graph `key`, then enqueues it once.

@@ -319,10 +319,7 @@ Expected<Tensor> Model::Forward(const StepInputs& in, std::vector<KvCacheLayer>&
   if (static_cast<int64_t>(cache.size()) != c.n_layers) return Internal("KV cache has the wrong number of layers");
   KILN_RETURN_IF_ERROR(UpdateRope(in.batch.max_seq_len));  // a host copy: never inside a graph
   const Tensor logits = Scratch(9, {std::max<int64_t>(L, 1), c.vocab_size});
-  const AttentionShape shape{static_cast<int>(c.n_heads), static_cast<int>(c.n_kv_heads), static_cast<int>(c.head_dim)};
   if (!GraphEligible(in)) {
-    // Workspaces are sized before the first op: no allocation or host sync inside a step.
-    KILN_RETURN_IF_ERROR(backend_.PrepareAttention(in.batch, shape));
     Enqueue(in, cache);
     return logits.SliceRows(0, L);
   }
@@ -338,14 +335,13 @@ Expected<Tensor> Model::Forward(const StepInputs& in, std::vector<KvCacheLayer>&
     key = Mix(key, v);
   KILN_ASSIGN_OR_RETURN(bool replayed, backend_.ReplayGraph(key));
   if (replayed) return logits.SliceRows(0, L);
-  Status st = backend_.PrepareAttention(g.batch, shape);
-  if (st.ok() && graph_seen_.insert(key).second) {
+  if (graph_seen_.insert(key).second) {
     // First sight of this shape: run it op by op (kernels do their one-time setup outside a
     // recording, and a shape seen only once is never recorded); record it the next time.
     Enqueue(g, cache);
     return logits.SliceRows(0, L);
   }
-  if (st.ok()) st = backend_.CaptureGraph(key, [&] {
+  Status st = backend_.CaptureGraph(key, [&] {
     Enqueue(g, cache);
     return Status::Ok();
   });

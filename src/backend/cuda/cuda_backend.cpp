@@ -342,7 +342,8 @@ class CudaBackend final : public Backend {
     }
     const size_t ws = cuda::DecodeAttentionWorkspaceBytes(a, num_sms_);
     if (ws > attn_ws_bytes_) {
-      if (capturing_) return Fail("Attention: split-K workspace not prepared before recording a step graph");
+      // The decode kernel needs none today; a kernel that did would grow it here, outside recordings.
+      if (capturing_) return Fail("Attention: a split-K workspace cannot be allocated while recording a step graph");
       Status st = GrowAttentionWorkspace(ws);
       if (!st.ok()) return Fail("Attention: " + st.message());
     }
@@ -351,12 +352,6 @@ class CudaBackend final : public Backend {
 
   // ---- step graphs ----
   bool SupportsGraphs() const override { return graphs_enabled_; }
-  Status PrepareAttention(const AttentionBatch& batch, const AttentionShape& s) override {
-    const cuda::AttnArgs a = ArgsOf(batch, s);
-    if (a.n_kv_heads <= 0 || a.n_tokens <= 0 || UsesPrefillKernel(a)) return Status::Ok();
-    const size_t ws = cuda::DecodeAttentionWorkspaceBytes(a, num_sms_);
-    return ws > attn_ws_bytes_ ? GrowAttentionWorkspace(ws) : Status::Ok();
-  }
   Expected<bool> ReplayGraph(uint64_t key) override {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) return false;
