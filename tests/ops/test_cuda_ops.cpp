@@ -230,7 +230,7 @@ struct FusedKernelsOn {
   ~FusedKernelsOn() {
     for (const char* n : kNames) unsetenv(n);
   }
-  static constexpr const char* kNames[] = {"KILN_CUDA_FUSED_GATED", "KILN_CUDA_FUSED_NORM", "KILN_CUDA_FUSED_RESIDUAL"};
+  static constexpr const char* kNames[] = {"KILN_CUDA_FUSED_GATED", "KILN_CUDA_FUSED_RESIDUAL"};
 };
 
 // The fused gated projection (decode-sized m: one streaming pass) and its unfused fallback
@@ -275,9 +275,9 @@ TEST(CudaOpsLinear, GatedLinearAgainstCpu) {
   }
 }
 
-// The pre-norm block ops: NormLinear / NormGatedLinear (RMSNorm fused into the one-token
-// streaming GEMV, unfused above) and LinearResidual (residual add in the GEMV epilogue, or
-// cuBLASLt accumulating with beta = 1) against the CPU's composition of the plain ops.
+// The pre-norm block ops: NormLinear / NormGatedLinear (Norm, then the GEMV or its gated form)
+// and LinearResidual (residual add in the GEMV epilogue, or cuBLASLt accumulating with
+// beta = 1) against the CPU's composition of the plain ops.
 TEST(CudaOpsLinear, NormAndResidualFusionsAgainstCpu) {
   KILN_REQUIRE_CUDA();
   const FusedKernelsOn fused_on;  // opt-in kernels: on for the backends this test creates

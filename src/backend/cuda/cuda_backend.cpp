@@ -46,15 +46,13 @@ class CudaBackend final : public Backend {
     const char* env = std::getenv("KILN_CUDA_PREFILL_ATTN");
     prefill_enabled_ = !(env && env[0] == '0');
     // Fusion switches (1 = on, 0 = the separate ops). Measured on the H100 (docs/PERFORMANCE.md):
-    // the gated and the RMSNorm-in-GEMV variants slow the one-token weight stream by 0.5-1.5%
-    // (extra work in its inner loop), so they are off by default; the residual add in the
-    // epilogue costs nothing and saves an Add per block.
+    // the gated GEMV slows the one-token weight stream by ~0.5%, so it is opt-in; the residual
+    // add in the epilogue costs nothing and saves an Add per block.
     auto flag = [](const char* name, bool def) {
       const char* v = std::getenv(name);
       return v && *v ? v[0] != '0' : def;
     };
     fused_gated_ = flag("KILN_CUDA_FUSED_GATED", false);
-    fused_norm_ = flag("KILN_CUDA_FUSED_NORM", false);
     fused_residual_ = flag("KILN_CUDA_FUSED_RESIDUAL", true);
     split_mixed_ = flag("KILN_CUDA_SPLIT_MIXED_ATTN", true);  // 0: mixed steps wholly on the prefill kernel
     const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
@@ -246,37 +244,6 @@ class CudaBackend final : public Backend {
     }
     std::string err = lt_->Run(residual.data, x.data, w.w.data, m, n, k, et_, stream_, /*beta=*/1.0f);
     if (!err.empty()) return Fail("LinearResidual: " + err);
-  }
-  // One token: the streaming kernel normalises x on the fly (no Norm launch, no h round trip).
-  void NormLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w, const Tensor& bias,
-                  Tensor h) override {
-    const int64_t m = x.rows(), k = x.cols(), n = w.w.dim(0);
-    if (!fused_norm_ || m != 1 || !w.scales.empty() || w.w.dim(1) != k || out.numel() != m * n ||
-        norm_w.numel() != k || norm_w.dtype != DType::kF32)
-      return Backend::NormLinear(out, x, norm_w, eps, w, bias, h);
-    if (!Act("NormLinear", {&out, &x, &w.w}) || (!bias.empty() && !F32("NormLinear", bias))) return;
-    cuda::GemvFuse fuse;
-    fuse.norm_w = norm_w.ptr<float>();
-    fuse.eps = eps;
-    Record(cuda::LaunchGemvFused(out.data, x.data, w.w.data, bias.empty() ? nullptr : bias.ptr<float>(), m, n, k,
-                                 fuse, et_, stream_),
-           "NormLinear (gemv)");
-  }
-  void NormGatedLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w,
-                       const Tensor& bias, Activation act, Tensor h, Tensor gate_up) override {
-    const int64_t m = x.rows(), k = x.cols(), f = w.w.dim(0) / 2;
-    if (!fused_norm_ || !fused_gated_ || m != 1 || !w.scales.empty() || w.w.dim(1) != k ||
-        w.w.dim(0) != 2 * f || out.numel() != m * f || norm_w.numel() != k || norm_w.dtype != DType::kF32)
-      return Backend::NormGatedLinear(out, x, norm_w, eps, w, bias, act, h, gate_up);
-    if (!Act("NormGatedLinear", {&out, &x, &w.w}) || (!bias.empty() && !F32("NormGatedLinear", bias))) return;
-    cuda::GemvFuse fuse;
-    fuse.gated_f = f;
-    fuse.act = static_cast<cuda::Act>(act);
-    fuse.norm_w = norm_w.ptr<float>();
-    fuse.eps = eps;
-    Record(cuda::LaunchGemvFused(out.data, x.data, w.w.data, bias.empty() ? nullptr : bias.ptr<float>(), m, 2 * f, k,
-                                 fuse, et_, stream_),
-           "NormGatedLinear (gemv)");
   }
   void RopeWriteKv(Tensor qkv, const AttentionBatch& batch, const AttentionShape& s, const RopeSpec& rope,
                    const Tensor& q_norm, const Tensor& k_norm, float norm_eps, KvCacheLayer cache) override {
@@ -610,7 +577,6 @@ class CudaBackend final : public Backend {
   bool prefill_enabled_ = true;
   bool graphs_enabled_ = true;
   bool fused_gated_ = false;
-  bool fused_norm_ = false;
   bool fused_residual_ = true;
   bool split_mixed_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
   bool capturing_ = false;

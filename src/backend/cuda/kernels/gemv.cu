@@ -19,10 +19,10 @@ constexpr int kU = 4;  // vectors per row in flight per lane
 
 // Fusions (GemvFuse): gated (gated_f > 0, R = 2): W is [2f, k] (gate rows, then up rows);
 // warp p streams rows p and p + f and writes out[m, f] = act(gate) * up, rounding gate and up
-// to T first as Linear + GatedActivation would. norm_w: x is RMS-normalised on the fly (each
-// warp reads all of x anyway: it sums x^2 alongside and scales its dot products at the end;
-// the normalised x is never rounded to T). residual: residual[i, row] += the result (rounded
-// to T first, as Linear + Add would) instead of writing out; each output has one owner warp.
+// to T first as Linear + GatedActivation would. residual: residual[i, row] += the result
+// (rounded to T first, as Linear + Add would) instead of writing out; each output has one owner
+// warp. (An RMSNorm of x inside the loop was tried and removed: the extra work in the inner
+// loop cost the one-token stream 0.5-1.5% on the H100, docs/PERFORMANCE.md.)
 template <typename T, int MT, int R>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, const T* __restrict__ x,
                                                           const T* __restrict__ w, const float* __restrict__ bias,
@@ -31,7 +31,6 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
   PdlTrigger();
   constexpr int N = Vec16<T>::kN;
   const int64_t gated_f = fuse.gated_f;
-  const float* __restrict__ nw = fuse.norm_w;
   const int lane = threadIdx.x & 31;
   const int64_t wid = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int64_t row0 = gated_f > 0 ? wid : wid * R;
@@ -43,13 +42,11 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
     wr[r] = w + row * k;
   }
 
-  float acc[R][MT], ss[MT];
+  float acc[R][MT];
 #pragma unroll
-  for (int i = 0; i < MT; ++i) {
-    ss[i] = 0.0f;
+  for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int r = 0; r < R; ++r) acc[r][i] = 0.0f;
-  }
+    for (int i = 0; i < MT; ++i) acc[r][i] = 0.0f;
 
   const int64_t kv = vec ? k / N : 0;  // 16-byte vectors per row
   for (int64_t v0 = lane; v0 < kv; v0 += 32 * kU) {
@@ -65,28 +62,13 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
     for (int u = 0; u < kU; ++u) {
       const int64_t v = v0 + 32 * u;
       if (v < kv) {
-        float nv[N];
-        if (nw) {
-#pragma unroll
-          for (int e = 0; e < N; e += 4) {
-            const float4 q = *reinterpret_cast<const float4*>(nw + v * N + e);
-            nv[e] = q.x;
-            nv[e + 1] = q.y;
-            nv[e + 2] = q.z;
-            nv[e + 3] = q.w;
-          }
-        }
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
           if (i < m) {
             const Vec16<T> xv = Load16(x + i * k + v * N);
 #pragma unroll
             for (int e = 0; e < N; ++e) {
-              float xe = ToF32(xv.e[e]);
-              if (nw) {
-                ss[i] = fmaf(xe, xe, ss[i]);
-                xe *= nv[e];
-              }
+              const float xe = ToF32(xv.e[e]);
 #pragma unroll
               for (int r = 0; r < R; ++r) acc[r][i] = fmaf(ToF32(wv[u][r].e[e]), xe, acc[r][i]);
             }
@@ -100,23 +82,16 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
       if (i < m) {
-        float xe = ToF32(x[i * k + j]);
-        if (nw) {
-          ss[i] = fmaf(xe, xe, ss[i]);
-          xe *= nw[j];
-        }
+        const float xe = ToF32(x[i * k + j]);
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[r][i] = fmaf(ToF32(wr[r][j]), xe, acc[r][i]);
       }
     }
   }
-  float scale[MT];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) scale[i] = nw ? 1.0f / sqrtf(WarpSum(ss[i]) / static_cast<float>(k) + fuse.eps) : 1.0f;
   if (R == 2 && gated_f > 0) {
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
-      const float g = WarpSum(acc[0][i]) * scale[i], u = WarpSum(acc[R - 1][i]) * scale[i];
+      const float g = WarpSum(acc[0][i]), u = WarpSum(acc[R - 1][i]);
       if (lane == (i & 31) && i < m) {
         const float gb = ToF32(FromF32<T>(g + (bias ? bias[row0] : 0.0f)));
         const float ub = ToF32(FromF32<T>(u + (bias ? bias[row0 + gated_f] : 0.0f)));
@@ -130,7 +105,7 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
   for (int r = 0; r < R; ++r) {
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
-      const float s = WarpSum(acc[r][i]) * scale[i];
+      const float s = WarpSum(acc[r][i]);
       if (lane == ((r * MT + i) & 31) && i < m && row0 + r < n) {
         const T v = FromF32<T>(s + (bias ? bias[row0 + r] : 0.0f));
         if (res) {
@@ -179,7 +154,7 @@ template <typename T, int NT, int RT>
 __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out, const T* __restrict__ x,
                                                              const T* __restrict__ w, const float* __restrict__ bias,
                                                              int m, int64_t n, int64_t k, GemvFuse fuse) {
-  const int64_t gated_f = fuse.gated_f;  // norm_w is not supported here (GemvKernel only)
+  const int64_t gated_f = fuse.gated_f;
   PdlWait();
   PdlTrigger();
   __shared__ float red[kWarps][RT][NT][16][8];
@@ -320,14 +295,14 @@ int EnvInt(const char* name, int def) {
 }
 
 // Our kernels for m <= 16: the tensor-core tile kernel for 2 <= m (f16/bf16, aligned), the
-// streaming FMA kernel otherwise and whenever x is normalised on the fly (GemvKernel only).
+// streaming FMA kernel otherwise.
 template <typename T>
 void Dispatch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, bool vec,
               GemvFuse fuse, cudaStream_t s) {
   if constexpr (!std::is_same_v<T, float>) {
     static const int rt = EnvInt("KILN_GEMV_RT", 1);
     static const bool m1_mma = EnvInt("KILN_GEMV_M1_MMA", 0) != 0;
-    if ((m >= 2 || m1_mma) && vec && !fuse.norm_w) {
+    if ((m >= 2 || m1_mma) && vec) {
       if (fuse.gated_f > 0 || rt != 2) {
         if (m <= 8) return LaunchMma<T, 1, 1>(out, x, w, bias, m, n, k, s, fuse);
         return LaunchMma<T, 2, 1>(out, x, w, bias, m, n, k, s, fuse);
@@ -351,7 +326,7 @@ cudaError_t LaunchGemvFused(void* out, const void* x, const void* w, const float
   if (m > kGemvMaxM || (fuse.gated_f > 0 && (m > kGemvGatedMaxM || n != 2 * fuse.gated_f)))
     return cudaErrorInvalidValue;
   const int64_t nv = 16 / ElemBytes(t);
-  const bool vec = k % nv == 0 && Aligned16(x) && Aligned16(w) && (!fuse.norm_w || Aligned16(fuse.norm_w));
+  const bool vec = k % nv == 0 && Aligned16(x) && Aligned16(w);
   KILN_DISPATCH_FLOAT(t, T, Dispatch<T>(static_cast<T*>(out), static_cast<const T*>(x), static_cast<const T*>(w),
                                         bias, static_cast<int>(m), n, k, vec, fuse, s));
   return cudaGetLastError();

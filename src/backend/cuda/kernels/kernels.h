@@ -58,8 +58,6 @@ struct GemvFuse {
   int64_t gated_f = 0;            // > 0: n = 2 gated_f; out [m, gated_f] = act(gate) * up
   Act act = Act::kSilu;
   void* residual = nullptr;       // residual [m, n] += the result (out is not written)
-  const float* norm_w = nullptr;  // x is RMS-normalised first with these weights [k] (m <= 16)
-  float eps = 1e-6f;
 };
 cudaError_t LaunchGemvFused(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t n,
                             int64_t k, const GemvFuse& fuse, ElemType t, cudaStream_t s);
