@@ -12,8 +12,10 @@ mkdir -p build/results
 rm -f build/results/*
 
 echo "== C++ tests (gtest)"
+# Keeps failures, skips with their reason (the line after gtest's "Skipped") and the summary.
 ./build/tests/kiln_tests --gtest_output=json:build/results/gtest.json ${GTEST_ARGS:-} 2>&1 | \
-  grep -E "^\[  (FAILED|  OK  |SKIPPED) \]|^\[==========\]|Failure|error|Skipped|skipped" | grep -v "^\[       OK \]" | tail -200
+  awk '/: Skipped$/ { reason = 1; next } reason { print "  skipped: " $0; reason = 0; next }
+       /^\[  (FAILED|SKIPPED) \]|^\[==========\]|Failure|error/' | tail -200
 
 if ls tests/server/test_*.py >/dev/null 2>&1; then
   echo "== server and Python tests (pytest)"
