@@ -132,6 +132,7 @@ PrefixMatch BlockManager::PeekPrefix(std::span<const int32_t> tokens, int max_bl
     if (b == kNone) break;
     ++m.n_blocks;
     if (ref_[b] == 0) ++m.n_unreferenced;
+    if (ref_[b] == 1) ++m.n_single_ref;
     parent = h;
   }
   return m;

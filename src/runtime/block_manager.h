@@ -33,6 +33,7 @@ struct BlockTable {
 struct PrefixMatch {
   int n_blocks = 0;        // leading full blocks found in the cache
   int n_unreferenced = 0;  // of those, how many sit in the free pool (taking them shrinks it)
+  int n_single_ref = 0;    // of those, how many exactly one sequence holds now
 };
 
 class BlockManager {

@@ -1,6 +1,7 @@
 #include "runtime/scheduler.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 namespace kiln {
@@ -55,10 +56,29 @@ int64_t Scheduler::ReservedBlocks(const Sequence& s) const {
   return bm_.BlocksFor(std::max<int64_t>(s.max_kv_tokens(), s.num_tokens()));
 }
 
-int64_t Scheduler::OutstandingReservations() const {
-  int64_t n = 0;
-  for (const Sequence* s : running_) n += std::max<int64_t>(0, ReservedBlocks(*s) - s->blocks.size());
-  return n;
+FutureClaims Scheduler::RunningClaims(const SchedulerOutput& out) const {
+  FutureClaims claims(bm_.block_size());
+  std::set<const Sequence*> lanes;  // reach their last token this step
+  if (Lockstep())
+    for (const ScheduledChunk& c : out.chunks)
+      if (c.wants_logits) lanes.insert(c.seq);
+  for (const Sequence* s : running_) {
+    const int64_t held = s->blocks.size();
+    if (!lanes.count(s)) {
+      claims.AddFixed(std::max<int64_t>(0, ReservedBlocks(*s) - held));
+      continue;
+    }
+    // Only blocks no other sequence holds go back to the pool when it finishes.
+    int64_t freed = 0;
+    for (size_t b = s->blocks.n_released; b < s->blocks.blocks.size(); ++b)
+      freed += bm_.ref_count(s->blocks.blocks[b]) == 1 ? 1 : 0;
+    const int64_t kv_now = s->num_tokens();
+    claims.AddLane({.kv_now = kv_now,
+                    .last_step = std::max<int64_t>(s->max_kv_tokens(), kv_now) - kv_now,
+                    .held = held,
+                    .freed = freed});
+  }
+  return claims;
 }
 
 void Scheduler::Preempt(Sequence* s) {
@@ -76,11 +96,19 @@ SchedulerOutput Scheduler::Schedule() {
   SchedulerOutput out;
   int budget = opt_.max_num_tokens;
   // 1. Running sequences, in order: a decode token or the next prefill chunk
-  // each.
+  // each. A prefill chunk leaves room for the one-token chunks after it.
+  int one_token_after = 0;
+  for (const Sequence* s : running_) one_token_after += s->num_tokens() - s->n_computed == 1 ? 1 : 0;
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence* s = running_[i];
     const int64_t remaining = s->num_tokens() - s->n_computed;
-    const int n = static_cast<int>(std::min<int64_t>(remaining, budget));
+    if (remaining == 1) --one_token_after;
+    const int n = static_cast<int>(
+        remaining == 1 ? 1 : std::min<int64_t>(remaining, budget - std::min(budget, one_token_after)));
+    if (n == 0) {
+      ++i;
+      continue;
+    }
     bool self_preempted = false;
     while (!bm_.Allocate(&s->blocks, s->n_computed + n)) {
       // Out of blocks: recompute the last in order later (never one already
@@ -102,6 +130,9 @@ SchedulerOutput Scheduler::Schedule() {
   // 2. Waiting sequences, in order, while they fit (not after a preemption:
   // blocks are short).
   const int bs = bm_.block_size();
+  const bool no_evict = opt_.policy == CapacityPolicy::kGuaranteedNoEvict;
+  std::optional<FutureClaims> claims;
+  if (no_evict && !waiting_.empty()) claims = RunningClaims(out);
   while (out.preempted.empty() && !waiting_.empty() && budget > 0 &&
          static_cast<int>(running_.size()) < opt_.max_batch_size) {
     Sequence* s = waiting_.front();
@@ -115,11 +146,29 @@ SchedulerOutput Scheduler::Schedule() {
     // Without chunked prefill a prompt runs whole, unless it can never fit in
     // one step.
     if (!opt_.chunked_prefill && n < remaining && remaining <= opt_.max_num_tokens) break;
-    const int64_t available = bm_.n_free() - m.n_unreferenced;
-    if (opt_.policy == CapacityPolicy::kGuaranteedNoEvict &&
-        available - OutstandingReservations() < ReservedBlocks(*s) - m.n_blocks)
-      break;
-    if (available < bm_.BlocksFor(start + n) - m.n_blocks) break;
+    // Blocks it takes now: new ones and cached ones pulled out of the free
+    // pool.
+    const int64_t held = bm_.BlocksFor(start + n);
+    const int64_t take_now = held - m.n_blocks + m.n_unreferenced;
+    if (bm_.n_free() < take_now) break;
+    std::optional<ClaimLane> lane;
+    if (no_evict) {
+      // Its whole prompt runs now: from here on it is a lane too.
+      if (Lockstep() && n == remaining)
+        lane =
+            ClaimLane{.kv_now = s->num_tokens(),
+                      .last_step = std::max<int64_t>(s->max_kv_tokens(), s->num_tokens()) - s->num_tokens(),
+                      .held = held,
+                      .freed = held - m.n_blocks + m.n_unreferenced};
+      const int64_t fixed = lane ? 0 : std::max<int64_t>(0, ReservedBlocks(*s) - held);
+      // Cached blocks it shares with one holder were counted as freed when that
+      // holder finishes: charged for good.
+      const int64_t shared = Lockstep() ? m.n_single_ref : 0;
+      const int64_t peak = (lane ? claims->Peak(&*lane) : claims->Peak()) + fixed + shared;
+      if (peak > bm_.n_free() - take_now) break;
+      claims->AddFixed(fixed + shared);
+      if (lane) claims->AddLane(*lane);
+    }
     waiting_.erase(waiting_.begin());
     const int taken = bm_.TakePrefix(s->tokens, m.n_blocks, &s->blocks);
     s->n_computed = static_cast<int64_t>(taken) * bs;

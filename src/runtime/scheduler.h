@@ -4,16 +4,20 @@
 // chunks and decode tokens share a step.
 //
 // Capacity policies:
-//   kGuaranteedNoEvict: admit a request only when the blocks for its whole
-//   prompt + max_tokens
-//                       can be set aside next to what the running ones may
-//                       still claim, so a running sequence never waits for a
-//                       block.
-//   kMaxUtilization:    admit whatever fits this step; when a running sequence
-//   needs a block and
-//                       none is free, preempt the last in order (the newest, or
-//                       the newest of the lowest priority) by recompute: its
-//                       blocks are freed and it is requeued.
+//   kGuaranteedNoEvict: admit a request only when the blocks it may need up to
+//     prompt + max_tokens fit next to the most the running ones may still
+//     claim at any future step, so a running sequence never waits for a block.
+//     When max_batch_size <= max_num_tokens every sequence past its prefill
+//     advances one token per step (decode tokens are never crowded out by a
+//     prefill chunk), so their future needs are known step by step: the claim
+//     is the peak over future steps of their growth minus the blocks freed by
+//     those that finish first (TensorRT-LLM reserves every request's whole
+//     length instead, which idles memory when requests are staggered).
+//     Otherwise each running sequence is charged its whole length.
+//   kMaxUtilization: admit whatever fits this step; when a running sequence
+//     needs a block and none is free, preempt the last in order (the newest,
+//     or the newest of the lowest priority) by recompute: its blocks are freed
+//     and it is requeued.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -21,6 +25,7 @@
 
 #include "kiln/status.h"
 #include "runtime/block_manager.h"
+#include "runtime/future_claims.h"
 #include "runtime/sequence.h"
 
 namespace kiln {
@@ -91,8 +96,11 @@ class Scheduler {
   bool Before(const Sequence* a, const Sequence* b) const;  // scheduling order
   void InsertSorted(std::vector<Sequence*>& v, Sequence* s) const;
   void Preempt(Sequence* s);
-  // Blocks the running sequences may still claim under kGuaranteedNoEvict.
-  int64_t OutstandingReservations() const;
+  // Under kGuaranteedNoEvict, once this step's running chunks hold their
+  // blocks: what the running sequences may still claim at future steps.
+  FutureClaims RunningClaims(const SchedulerOutput& out) const;
+  // Whether every sequence past its prefill is scheduled each step.
+  bool Lockstep() const { return opt_.max_batch_size <= opt_.max_num_tokens; }
 
   SchedulerOptions opt_;
   BlockManager& bm_;

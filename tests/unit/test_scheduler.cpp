@@ -1,6 +1,7 @@
-// The scheduler: token budget and chunked prefill, unchunked prefill, the two capacity policies,
-// preemption order, priority order, and a randomized run of thousands of operations through the
-// scheduler and block manager checking their invariants after each.
+// The scheduler: token budget and chunked prefill, unchunked prefill, the two
+// capacity policies, preemption order, priority order, and a randomized run of
+// thousands of operations through the scheduler and block manager checking
+// their invariants after each.
 #include <gtest/gtest.h>
 
 #include <deque>
@@ -29,7 +30,8 @@ void ExpectOk(const Scheduler& s) {
   EXPECT_TRUE(st.ok()) << st.message();
 }
 
-// Runs the step as the executor would: commit, then append a token to each sampled sequence.
+// Runs the step as the executor would: commit, then append a token to each
+// sampled sequence.
 void Step(Scheduler& sched, const SchedulerOutput& out) {
   sched.Commit(out);
   for (const auto& c : out.chunks)
@@ -79,7 +81,8 @@ TEST(Scheduler, UnchunkedPrefillWaitsForRoom) {
   ASSERT_EQ(o.chunks.size(), 2u);  // a's decode + b whole
   EXPECT_EQ(o.chunks[1].n_tokens, 7);
   Step(sched, o);
-  // A prompt longer than the budget is chunked anyway (it could never run otherwise).
+  // A prompt longer than the budget is chunked anyway (it could never run
+  // otherwise).
   sched.Remove(a.get());
   sched.Remove(b.get());
   sched.Add(big.get());
@@ -92,7 +95,10 @@ TEST(Scheduler, UnchunkedPrefillWaitsForRoom) {
 
 TEST(Scheduler, GuaranteedNoEvictReservesWholeRequests) {
   BlockManager bm({.n_blocks = 10, .block_size = 4, .enable_prefix_caching = false});
-  Scheduler sched({.policy = CapacityPolicy::kGuaranteedNoEvict}, bm);
+  // More sequences than tokens per step: decode steps are not in lockstep, so
+  // each running sequence is charged its whole length.
+  Scheduler sched({.policy = CapacityPolicy::kGuaranteedNoEvict, .max_batch_size = 16, .max_num_tokens = 8},
+                  bm);
   auto a = MakeSeq(1, 8, 20), b = MakeSeq(2, 8, 20);  // each may need ceil(27 / 4) = 7 blocks
   EXPECT_EQ(sched.ReservedBlocks(*a), 7);
   sched.Add(a.get());
@@ -115,6 +121,38 @@ TEST(Scheduler, GuaranteedNoEvictReservesWholeRequests) {
   EXPECT_EQ(bm.n_used(), 0);
 }
 
+// In lockstep (max_batch_size <= max_num_tokens) a request is admitted as soon
+// as its blocks fit next to the running ones at every future step, counting the
+// blocks they give back when they finish: b (5 blocks at most) joins a (6 at
+// most) in a 10-block cache well before a finishes, and nothing is ever
+// preempted.
+TEST(Scheduler, GuaranteedNoEvictAdmitsStaggeredRequestsEarly) {
+  BlockManager bm({.n_blocks = 10, .block_size = 4, .enable_prefix_caching = false});
+  Scheduler sched({.policy = CapacityPolicy::kGuaranteedNoEvict, .max_batch_size = 4, .max_num_tokens = 64},
+                  bm);
+  auto a = MakeSeq(1, 4, 21), b = MakeSeq(2, 4, 17, 0, 100);
+  sched.Add(a.get());
+  sched.Add(b.get());
+  int a_left_when_b_joined = -1;
+  for (int step = 0; step < 80 && (sched.n_running() > 0 || sched.n_waiting() > 0); ++step) {
+    SchedulerOutput o = sched.Schedule();
+    ASSERT_TRUE(o.preempted.empty());
+    for (Sequence* s : o.admitted)
+      if (s == b.get() && a->state == SeqState::kRunning) a_left_when_b_joined = 21 - a->generated();
+    Step(sched, o);
+    ExpectOk(sched);
+    for (Sequence* s : {a.get(), b.get()})
+      if (s->state == SeqState::kRunning && s->generated() >= s->max_new_tokens) sched.Remove(s);
+  }
+  EXPECT_EQ(a->generated(), 21);
+  EXPECT_EQ(b->generated(), 17);
+  // With 10 tokens left for a the bound first admits b: a ends holding 6 blocks
+  // while b holds 4; the exact peak would have allowed it one step earlier.
+  // Whole lengths would have kept b out until a finished.
+  EXPECT_EQ(a_left_when_b_joined, 10);
+  EXPECT_EQ(bm.n_used(), 0);
+}
+
 TEST(Scheduler, MaxUtilizationPreemptsNewestFirst) {
   BlockManager bm({.n_blocks = 6, .block_size = 2, .enable_prefix_caching = false});
   Scheduler sched({.policy = CapacityPolicy::kMaxUtilization}, bm);
@@ -123,7 +161,8 @@ TEST(Scheduler, MaxUtilizationPreemptsNewestFirst) {
   SchedulerOutput o = sched.Schedule();
   ASSERT_EQ(o.chunks.size(), 3u);  // 2 + 2 + 2 blocks: the cache is full
   Step(sched, o);
-  o = sched.Schedule();  // a needs a 3rd block: c (newest) is preempted; b still fits
+  o = sched.Schedule();  // a needs a 3rd block: c (newest) is preempted; b still
+                         // fits
   ASSERT_EQ(o.preempted.size(), 1u);
   EXPECT_EQ(o.preempted[0], c.get());
   EXPECT_EQ(c->n_computed, 0);
@@ -186,14 +225,14 @@ TEST(Scheduler, PrefixHitSkipsCachedBlocks) {
   EXPECT_EQ(bm.n_used(), 0);
 }
 
-// Thousands of random operations (add with shared prefixes, schedule + commit + sample, cancel)
-// over random configurations; invariants after every operation, progress whenever the batch is
-// empty, and nothing held at the end.
+// Thousands of random operations (add with shared prefixes, schedule + commit +
+// sample, cancel) over random configurations; invariants after every operation,
+// progress whenever the batch is empty, and nothing held at the end.
 TEST(Scheduler, RandomizedOperationsKeepInvariants) {
   std::mt19937 g(12345);
   auto rnd = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(g); };
   int total_ops = 0;
-  for (int config = 0; config < 24; ++config) {
+  for (int config = 0; config < 96; ++config) {
     const int bs = rnd(1, 6);
     const bool sliding = rnd(0, 3) == 0;
     BlockManagerOptions bo{.n_blocks = rnd(12, 48),
