@@ -30,8 +30,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 date -u | tee -a "$OUT/gpu.txt"
 # kiln_tests reads fixtures at its compiled-in path /work/main/../shared.
 mkdir -p /work/main && ln -sfn "$PWD/.carry/shared" /work/shared
-# SECTIONS picks the parts (default: tests latency tp_short hf): tests sanitizer latency tp_short
-# tp_long hf. QUICK=1 trims the latency list. Raw JSON goes to $OUT/raw (merged into
+# SECTIONS picks the parts (default: tests latency tp_short hf): tests sanitizer latency tp_short tp_miss
+# tp_long hf. QUICK=1 trims the latency list, QUICK=2 to batch 1 only (and no split-K test rerun). Raw JSON goes to $OUT/raw (merged into
 # $OUT/results.json at the end: the device tool returns at most 8 files).
 SECTIONS=" ${SECTIONS:-tests latency tp_short hf} "
 QUICK=${QUICK:-0}
@@ -43,7 +43,7 @@ if on tests; then
   echo "== GPU tests: CUDA ops vs the CPU oracle, executor equality, step graphs, device sampling"
   timeout 300 .carry/kiln_tests --gtest_filter="$GPU_TESTS" > "$OUT/tests.log" 2>&1
   echo "kiln_tests exit $?" >> "$OUT/tests.log"
-  KILN_CUDA_PREFILL_ATTN=0 timeout 120 .carry/kiln_tests --gtest_filter='*Attention*' > "$OUT/tests_splitk.log" 2>&1
+  [[ $QUICK == 2 ]] || KILN_CUDA_PREFILL_ATTN=0 timeout 120 .carry/kiln_tests --gtest_filter='*Attention*' > "$OUT/tests_splitk.log" 2>&1
   echo "kiln_tests (split-K only) exit $?" >> "$OUT/tests_splitk.log"
   grep -hE "^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED|exit [0-9]|graphs recorded|diverged" "$OUT"/tests*.log | sort | uniq -c | sort -rn | head -40
 fi
@@ -55,20 +55,28 @@ if on latency; then
       > "$R/lat_b${b}_isl${i}${tag}.json" 2>> "$OUT/err.log" || echo "bench failed: $b $i $o $tag"
   }
   lat 1 128 256 ""
-  [[ $QUICK == 1 ]] || lat 1 128 256 "_nograph" KILN_CUDA_GRAPHS=0
-  lat 1 128 256 "_fusedall" KILN_CUDA_FUSED_GATED=1 KILN_CUDA_FUSED_RESIDUAL=1
-  lat 1 128 256 "_nofused" KILN_CUDA_FUSED_GATED=0 KILN_CUDA_FUSED_RESIDUAL=0
+  [[ $QUICK != 0 ]] || lat 1 128 256 "_nograph" KILN_CUDA_GRAPHS=0
+  [[ $QUICK == 2 ]] || lat 1 128 256 "_fusedall" KILN_CUDA_FUSED_GATED=1 KILN_CUDA_FUSED_RESIDUAL=1
+  [[ $QUICK == 2 ]] || lat 1 128 256 "_nofused" KILN_CUDA_FUSED_GATED=0 KILN_CUDA_FUSED_RESIDUAL=0
   lat 1 2048 8 ""
-  lat 8 128 64 ""
-  lat 32 128 64 ""
-  lat 64 128 64 ""
+  [[ $QUICK == 2 ]] || lat 8 128 64 ""
+  [[ $QUICK == 2 ]] || lat 32 128 64 ""
+  [[ $QUICK == 2 ]] || lat 64 128 64 ""
 fi
-tp() {  # isl osl requests timeout [flags...]
+tp() {  # isl osl requests timeout [flags...]; TP_TAG names the variant, STEPLOG=1 keeps a step log
   local i=$1 o=$2 n=$3 t=$4; shift 4
-  timeout "$t" $K bench --mode throughput --engine $E --device cuda --isl $i --osl $o --num-requests $n \
-    --disable-prefix-caching --json "$@" > "$R/tp_${i}_${o}.json" 2>> "$OUT/err.log" || echo "throughput failed: $i/$o"
+  local name="tp_${i}_${o}${TP_TAG:-}"
+  local log=""; [[ "${STEPLOG:-0}" == 1 ]] && log="$R/steps/$name.csv" && mkdir -p "$R/steps"
+  KILN_STEP_LOG="$log" timeout "$t" $K bench --mode throughput --engine $E --device cuda --isl $i --osl $o \
+    --num-requests $n --disable-prefix-caching --json "$@" > "$R/$name.json" 2>> "$OUT/err.log" || echo "throughput failed: $name"
 }
 TP_FLAGS=${TP_FLAGS:---max-batch-size 512 --max-num-tokens 16384}
+if on tp_miss; then  # the cases TensorRT-LLM's figures were missed on, under TP_FLAGS
+  echo "== kiln bench (throughput: 2048/128, 1000/1000, 2048/2048)"
+  tp 2048 128 1000 110 $TP_FLAGS
+  tp 1000 1000 1000 170 $TP_FLAGS
+  tp 2048 2048 200 150 $TP_FLAGS
+fi
 if on tp_short; then
   echo "== kiln bench (throughput: 128/128, 128/2048, 2048/128)"
   [[ $QUICK == 1 ]] || tp 128 128 1000 60 $TP_FLAGS
@@ -93,6 +101,7 @@ if on sanitizer; then
   echo "memcheck exit $?" | tee -a "$OUT/memcheck.log"
   grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/memcheck.log" | tail -5
 fi
+[[ -d "$R/steps" ]] && tar czf "$OUT/steps.tgz" -C "$R" steps
 python3 - "$OUT" <<'PY'
 import json, sys, glob, os
 out = sys.argv[1]
@@ -114,9 +123,9 @@ for f in sorted(glob.glob(raw + "/lat_*.json")):
               1000 / max(s["decode_tokens_per_s"], 1e-9), s["decode_tokens_per_s"], s["weight_stream_gbs"], s["pct_of_copy_bandwidth"], s["executor_vs_single"]))
 for f in sorted(glob.glob(raw + "/tp_*.json")):
     j = load(f)
-    if j: print("throughput %-14s %9.1f out tok/s  %6.2f req/s  %7.1f s  steps %d  TTFT p50 %.0f ms  TPOT p50 %.2f ms  failed %d" % (
+    if j: print("throughput %-22s %9.1f out tok/s  %6.2f req/s  %7.1f s  steps %d  preempted %d  TTFT p50 %.0f ms  TPOT p50 %.2f ms  failed %d" % (
         os.path.basename(f)[3:-5], j["output_tokens_per_s"], j["requests_per_s"], j["elapsed_s"], j["steps"],
-        j["ttft_ms"]["p50"], j["tpot_ms"]["p50"], j["failed"]))
+        j.get("preemptions", -1), j["ttft_ms"]["p50"], j["tpot_ms"]["p50"], j["failed"]))
 for f in ("hf_b1.json", "hf_b64.json"):
     j = load(raw + "/" + f)
     if j: print("HF %s: ttft %.1f ms, decode %.1f tok/s" % (f, j["ttft_ms"], j["decode_tokens_per_s"]))

@@ -112,6 +112,7 @@ int RunThroughputBench(const ThroughputArgs& a) {
       {"concurrency", a.concurrency},
       {"max_batch_size", a.exec.max_batch_size},
       {"max_num_tokens", a.exec.max_num_tokens},
+      {"scheduler_policy", a.exec.scheduler_policy},
       {"kv_blocks", plan.kv_blocks},
       {"block_size", plan.block_size},
       {"elapsed_s", elapsed},

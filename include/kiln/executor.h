@@ -27,7 +27,9 @@ struct ExecutorOptions {
   int64_t kv_cache_bytes = 0;         // hard cap (0 = none)
   int block_size = 16;                // tokens per KV block
   bool enable_prefix_caching = true;
-  std::string scheduler_policy = "max_utilization";  // max_utilization | guaranteed_no_evict
+  // guaranteed_no_evict (admit what can finish; no recompute) | max_utilization (admit greedily,
+  // preempt by recompute when blocks run out). See runtime/scheduler.h.
+  std::string scheduler_policy = "guaranteed_no_evict";
   std::string schedule_order = "fcfs";  // fcfs | priority (Request::priority, higher first; FCFS among equals)
   bool enable_chunked_prefill = true;
   int max_queue_size = 0;             // waiting requests accepted (0 = unbounded)

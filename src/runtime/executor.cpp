@@ -28,6 +28,7 @@
 #include "runtime/step_builder.h"
 #include "runtime/stop_matcher.h"
 #include "runtime/special_tokens.h"
+#include "runtime/step_log.h"
 #include "sampling/sampler.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -134,6 +135,8 @@ class ExecutorImpl final : public Executor {
   // and retires it.
   void Finish(RequestState& st, RequestEvent ev, const std::string& reason, const std::string& error = {});
   void PublishMetrics();
+  void LogStep(const SchedulerOutput& out, Clock::time_point t_start, Clock::time_point t_scheduled,
+               Clock::time_point t_forward);
 
   ExecutorOptions opt_;
   std::unique_ptr<Backend> backend_;
@@ -177,6 +180,8 @@ class ExecutorImpl final : public Executor {
   DeviceSampling device_sampling_;
   bool device_sampling_on_ = true;
   std::vector<SequenceChunk> chunks_;  // this step's packing
+  StepLog step_log_;                   // KILN_STEP_LOG
+  Clock::time_point last_step_end_{};
 };
 
 Status ExecutorImpl::Init(const std::string& dir) {
@@ -419,7 +424,9 @@ void ExecutorImpl::Loop() {
 }
 
 void ExecutorImpl::RunStep() {
+  const auto t_start = Clock::now();
   SchedulerOutput out = sched_->Schedule();
+  const auto t_scheduled = Clock::now();
   counters_.preemptions += out.preempted.size();
   const auto now = Clock::now();
   for (Sequence* s : out.admitted) {
@@ -493,6 +500,7 @@ void ExecutorImpl::RunStep() {
     }
     return Status::Ok();
   }();
+  const auto t_forward = Clock::now();
   ++counters_.steps;
   if (!status.ok()) {
     for (const ScheduledChunk& c : out.chunks) {
@@ -522,6 +530,31 @@ void ExecutorImpl::RunStep() {
     SampleRows(rows);
   }
   for (RequestState* st : rows) HandleToken(*st);
+  if (step_log_.on()) LogStep(out, t_start, t_scheduled, t_forward);
+}
+
+void ExecutorImpl::LogStep(const SchedulerOutput& out, Clock::time_point t_start, Clock::time_point t_scheduled,
+                           Clock::time_point t_forward) {
+  const auto now = Clock::now();
+  auto us = [](Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); };
+  StepRecord r;
+  r.n_tokens = out.n_tokens;
+  r.n_chunks = static_cast<int>(out.chunks.size());
+  for (const ScheduledChunk& c : out.chunks)
+    if (c.n_tokens == 1) {
+      ++r.n_one_token;
+      r.decode_kv += c.start + 1;
+    }
+  r.n_logits = out.n_logits;
+  r.running = sched_->n_running();
+  r.waiting = sched_->n_waiting();
+  r.kv_blocks_used = bm_->n_used();
+  r.schedule_us = us(t_scheduled - t_start);
+  r.forward_us = us(t_forward - t_scheduled);
+  r.finish_us = us(now - t_forward);
+  r.gap_us = last_step_end_ == Clock::time_point{} ? 0.0 : us(t_start - last_step_end_);
+  last_step_end_ = now;
+  step_log_.Write(r);
 }
 
 void ExecutorImpl::SampleRows(const std::vector<RequestState*>& rows) {

@@ -37,7 +37,7 @@ Expected<CapacityPolicy> ParseCapacityPolicy(const std::string& name);  // names
 Expected<ScheduleOrder> ParseScheduleOrder(const std::string& name);
 
 struct SchedulerOptions {
-  CapacityPolicy policy = CapacityPolicy::kMaxUtilization;
+  CapacityPolicy policy = CapacityPolicy::kGuaranteedNoEvict;
   ScheduleOrder order = ScheduleOrder::kFcfs;
   int max_batch_size = 256;   // running sequences
   int max_num_tokens = 8192;  // tokens per step

@@ -99,6 +99,7 @@ TEST_P(ExecutorGpu, BatchedGreedyMatchesCpuOracleUnderMarginRule) {
   configs[2].o.block_size = 4;
   configs[3].name = "tiny KV budget (preemption)";
   configs[3].o.block_size = 4;
+  configs[3].o.scheduler_policy = "max_utilization";
   configs[3].o.kv_cache_bytes = 1;  // replaced below by 16 blocks
   for (auto& cfg : configs) {
     SCOPED_TRACE(cfg.name);
