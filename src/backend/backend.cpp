@@ -50,6 +50,10 @@ void Backend::NormGatedLinear(Tensor out, const Tensor& x, const Tensor& norm_w,
   GatedLinear(out, h, w, bias, act, gate_up);
 }
 
+Status Backend::ScaleWeightColumns(Weight&, const Tensor&) {
+  return Unsupported(name() + ": ScaleWeightColumns is not implemented");
+}
+
 Expected<bool> Backend::ReplayGraph(uint64_t) { return false; }
 
 Status Backend::CaptureGraph(uint64_t, const std::function<Status()>&) {

@@ -98,7 +98,8 @@ class Backend {
   // ---- ops (shapes in comments; n = tokens this step, d = hidden size) ----
   // out[n, d] = table[ids[n], :] * scale
   virtual void Embedding(Tensor out, const Weight& table, const Tensor& ids, float scale) = 0;
-  // out = norm(x) * (w (+1 if unit_offset)) (+ b); RMSNorm when b is empty and rms is true.
+  // out = norm(x) * (w (+1 if unit_offset)) (+ b); RMSNorm when b is empty and rms is true; an
+  // empty w is a unit weight.
   virtual void Norm(Tensor out, const Tensor& x, const Tensor& w, const Tensor& b, float eps, bool rms,
                     bool unit_offset) = 0;
   // residual += delta; out = norm(residual)   (fused residual add + norm)
@@ -127,13 +128,20 @@ class Backend {
   // residual stream). `scratch` [m, n] is for the default (Linear, then Add); a backend may
   // fuse and skip it.
   virtual void LinearResidual(Tensor residual, const Tensor& x, const Weight& w, const Tensor& bias, Tensor scratch);
-  // out = (RMSNorm(x) * norm_w) @ w^T + bias. `h` [m, k] is scratch for the default (Norm,
+  // out = (RMSNorm(x) * norm_w) @ w^T + bias; an empty norm_w is a unit weight (the norm's
+  // weight folded into w, see FoldsNormWeights). `h` [m, k] is scratch for the default (Norm,
   // then Linear).
   virtual void NormLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w,
                           const Tensor& bias, Tensor h);
   // The same in front of the gated projection: out = GatedLinear(RMSNorm(x) * norm_w).
   virtual void NormGatedLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w,
                                const Tensor& bias, Activation act, Tensor h, Tensor gate_up);
+  // Whether the model should fold each pre-norm RMSNorm weight into the projection after it
+  // (ScaleWeightColumns, then NormLinear with an empty norm_w): worth it where NormLinear can
+  // then skip the norm pass. Exact up to one rounding of the folded weights.
+  virtual bool FoldsNormWeights() const { return false; }
+  // w[:, j] *= scale[j] in place (scale f32 [in_features]).
+  virtual Status ScaleWeightColumns(Weight& w, const Tensor& scale);
   // In place: x = act(x)
   virtual void ActivationInPlace(Tensor x, Activation act) = 0;
   // out = a + b (same shapes)

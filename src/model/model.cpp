@@ -223,8 +223,26 @@ Status Model::LoadWeights(const std::string& engine_dir, const Progress& progres
     alibi_slopes_ = Tensor(buf.get(), DType::kF32, {c.n_heads});
     owned_.push_back(std::move(buf));
   }
+  KILN_RETURN_IF_ERROR(FoldNormWeights());
   if (progress) progress(total, total);
   return backend_.Synchronize();
+}
+
+Status Model::FoldNormWeights() {
+  const ModelConfig& c = config_.model;
+  const bool rms = c.norm == "rms" && !c.norm_unit_offset;
+  for (LayerWeights& L : layers_) {
+    L.pre_norm = rms && !c.parallel_residual && c.n_experts == 0 && L.attn_norm_b.empty() && L.mlp_norm_b.empty() &&
+                 !L.mlp_norm_w.empty() && L.post_attn_norm_w.empty() && L.post_mlp_norm_w.empty();
+    if (!L.pre_norm || !backend_.FoldsNormWeights() || !L.qkv.scales.empty() || !L.gate_up.scales.empty()) continue;
+    // W (norm_w * x_hat) = (W diag(norm_w)) x_hat: the projection's kernel can then normalise x
+    // on the fly with no norm pass of its own.
+    KILN_RETURN_IF_ERROR(backend_.ScaleWeightColumns(L.qkv, L.attn_norm_w));
+    KILN_RETURN_IF_ERROR(backend_.ScaleWeightColumns(L.gate_up, L.mlp_norm_w));
+    L.attn_norm_w = Tensor();
+    L.mlp_norm_w = Tensor();
+  }
+  return Status::Ok();
 }
 
 Status Model::UpdateRope(int64_t seq_len) {
@@ -398,10 +416,7 @@ void Model::Enqueue(const StepInputs& in, std::vector<KvCacheLayer>& cache) {
     // Pre-norm RMSNorm blocks (Llama, Qwen, Mistral, Phi-3, ...) go through the fusable ops: the
     // norm feeds its projection (NormLinear) and each block's output projection adds itself to
     // the residual stream (LinearResidual). The result equals the general path below.
-    const bool pre_norm = rms && !off && !c.parallel_residual && c.n_experts == 0 && Lw.attn_norm_b.empty() &&
-                          Lw.mlp_norm_b.empty() && !Lw.mlp_norm_w.empty() && Lw.post_attn_norm_w.empty() &&
-                          Lw.post_mlp_norm_w.empty();
-    if (pre_norm) {
+    if (Lw.pre_norm) {
       if (pending) b.Add(x, x, *pending);
       pending = nullptr;
       b.NormLinear(qkv, x, Lw.attn_norm_w, eps, Lw.qkv, Lw.qkv_bias, h);

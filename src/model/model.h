@@ -29,6 +29,10 @@ struct LayerWeights {
   Weight router;                    // MoE: [n_experts, d]
   std::vector<Weight> expert_gate_up;  // MoE: per expert [2f, d]
   std::vector<Weight> expert_down;     // MoE: per expert [d, f]
+  // A pre-norm RMSNorm block (Llama, Qwen, Mistral, Phi-3, ...): it runs on the fusable ops
+  // (NormLinear, LinearResidual). When the backend folds norm weights, attn_norm_w and
+  // mlp_norm_w are empty and scaled into qkv and gate_up instead.
+  bool pre_norm = false;
 };
 
 // One step's inputs, in backend memory, written by the runtime.
@@ -72,6 +76,9 @@ class Model {
 
  private:
   Model(Backend& b) : backend_(b) {}
+  // Marks the pre-norm layers and, where the backend wants it, folds their RMSNorm weights
+  // into the projections after them (LayerWeights::pre_norm).
+  Status FoldNormWeights();
   Status LoadWeights(const std::string& engine_dir, const Progress& progress);
   Status GenerateDummyWeights(const Progress& progress);
   Tensor Scratch(size_t index, std::initializer_list<int64_t> dims);

@@ -339,6 +339,61 @@ TEST(CudaOpsLinear, NormAndResidualFusionsAgainstCpu) {
   }
 }
 
+// Folded norms: the RMSNorm weight scaled into the projection's columns (ScaleWeightColumns),
+// then NormLinear / NormGatedLinear with an empty norm weight (m = 1: x normalised inside the
+// streaming GEMV; larger m: a unit-weight Norm, then the projection), with the gated GEMV fused
+// and not, against the CPU's unfolded Norm + Linear.
+TEST(CudaOpsLinear, FoldedNormWeightsAgainstCpu) {
+  KILN_REQUIRE_CUDA();
+  std::mt19937 g(23);
+  for (bool fused_gated : {false, true}) {
+    if (fused_gated) setenv("KILN_CUDA_FUSED_GATED", "1", 1);
+    for (DType dt : kDTypes) {
+      Pair p(dt);
+      ASSERT_TRUE(p.gpu->FoldsNormWeights());
+      for (int m : {1, 1, 1, 3, 40}) {
+        const int n = Rand(g, 1, 700), k = m == 1 && Rand(g, 0, 2) == 0 ? Rand(g, 1, 1100) : Rand(g, 1, 600) * 8;
+        const bool bias = Rand(g, 0, 1) == 1;
+        const std::string what = Name(dt) + (fused_gated ? " fused gated" : "") + " m=" + std::to_string(m) +
+                                 " n=" + std::to_string(n) + " k=" + std::to_string(k) + (bias ? " bias" : "");
+        std::vector<float> x = RoundTo(dt, Random(g, int64_t(m) * k, -2.0f, 2.0f));
+        std::vector<float> nw = Random(g, k, 0.5f, 1.5f);
+        std::vector<float> w = RoundTo(dt, Random(g, int64_t(2 * n) * k, -0.1f, 0.1f));
+        std::vector<float> b = Random(g, 2 * n);
+        auto wc = p.cpu->UploadWeight(w.data(), DType::kF32, 2 * n, k);
+        auto wg = p.gpu->UploadWeight(w.data(), DType::kF32, 2 * n, k);
+        auto vc = p.cpu->UploadWeight(w.data(), DType::kF32, n, k);
+        auto vg = p.gpu->UploadWeight(w.data(), DType::kF32, n, k);
+        ASSERT_TRUE(wc.ok() && wg.ok() && vc.ok() && vg.ok());
+        Buf nc = Upload(*p.cpu, DType::kF32, {k}, nw), ng = Upload(*p.gpu, DType::kF32, {k}, nw);
+        ASSERT_TRUE(p.gpu->ScaleWeightColumns(*wg, ng.t).ok());
+        ASSERT_TRUE(p.gpu->ScaleWeightColumns(*vg, ng.t).ok());
+        Buf xc = Upload(*p.cpu, DType::kF32, {m, k}, x), xg = Upload(*p.gpu, dt, {m, k}, x);
+        Buf bc = Upload(*p.cpu, DType::kF32, {2 * n}, b), bg = Upload(*p.gpu, DType::kF32, {2 * n}, b);
+        const std::vector<float> bn(b.begin(), b.begin() + n);
+        Buf bnc = Upload(*p.cpu, DType::kF32, {n}, bn), bng = Upload(*p.gpu, DType::kF32, {n}, bn);
+        Buf hc = Poisoned(*p.cpu, DType::kF32, {m, k}), hg = Poisoned(*p.gpu, dt, {m, k});
+        Buf sc = Poisoned(*p.cpu, DType::kF32, {m, 2 * n}), sg = Poisoned(*p.gpu, dt, {m, 2 * n});
+        Buf oc = Poisoned(*p.cpu, DType::kF32, {m, n}), og = Poisoned(*p.gpu, dt, {m, n});
+        p.cpu->NormLinear(oc.t, xc.t, nc.t, 1e-5f, *vc, bias ? bnc.t : Tensor(), hc.t);
+        p.gpu->NormLinear(og.t, xg.t, Tensor(), 1e-5f, *vg, bias ? bng.t : Tensor(), hg.t);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt), "folded NormLinear " + what);
+        Buf ac = Poisoned(*p.cpu, DType::kF32, {m, n}), ag = Poisoned(*p.gpu, dt, {m, n});
+        p.cpu->NormGatedLinear(ac.t, xc.t, nc.t, 1e-5f, *wc, bias ? bc.t : Tensor(), Backend::Activation::kSilu, hc.t,
+                               sc.t);
+        p.gpu->NormGatedLinear(ag.t, xg.t, Tensor(), 1e-5f, *wg, bias ? bg.t : Tensor(), Backend::Activation::kSilu,
+                               hg.t, sg.t);
+        p.Sync();
+        ExpectClose(Read(*p.cpu, ac.t), Read(*p.gpu, ag.t), Tol(dt), "folded NormGatedLinear " + what);
+        for (auto* wt : {&wc, &vc}) p.cpu->Free((*wt)->w.data);
+        for (auto* wt : {&wg, &vg}) p.gpu->Free((*wt)->w.data);
+      }
+    }
+    unsetenv("KILN_CUDA_FUSED_GATED");
+  }
+}
+
 TEST(CudaOpsElementwise, ActivationsAddSoftcap) {
   KILN_REQUIRE_CUDA();
   std::mt19937 g(6);
@@ -539,6 +594,14 @@ TEST(CudaOpsRope, RopeNormWriteKvAllVariants) {
   for (DType dt : {DType::kF32, DType::kBF16})
     for (int hd : kHeadDims)
       for (int grp : kGroups) RunAttention(dt, {hd, grp, Rand(g, 1, 2)}, RandomSpec(g, Rand(g, 0, 1)), g, true);
+  // Many tokens at once: the kernel's one-block-per-token layout (prefill).
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    BatchSpec s;
+    s.block_size = 16;
+    s.ctx = {0, 5};
+    s.q_len = {300, 40};
+    for (int hd : {64, 128, 80}) RunAttention(dt, {hd, 4, 2}, s, g, true);
+  }
 }
 
 TEST(CudaOpsAttention, DecodeBatches) {

@@ -290,7 +290,7 @@ class CpuBackend final : public Backend {
  private:
   static void NormRows(float* out, const float* x, const Tensor& w, const Tensor& b, float eps, bool rms,
                        bool unit_offset, int64_t rows, int64_t cols) {
-    const float* wp = w.ptr<float>();
+    const float* wp = w.empty() ? nullptr : w.ptr<float>();  // none: unit weight
     const float* bp = b.empty() ? nullptr : b.ptr<float>();
 #pragma omp parallel for if (rows > 1)
     for (int64_t i = 0; i < rows; ++i) {
@@ -309,7 +309,7 @@ class CpuBackend final : public Backend {
       }
       const float inv = 1.0f / std::sqrt(static_cast<float>(ss / cols) + eps);
       for (int64_t j = 0; j < cols; ++j) {
-        const float g = unit_offset ? 1.0f + wp[j] : wp[j];
+        const float g = wp ? (unit_offset ? 1.0f + wp[j] : wp[j]) : 1.0f;
         orow[j] = (xr[j] - mean) * inv * g + (bp ? bp[j] : 0.0f);
       }
     }

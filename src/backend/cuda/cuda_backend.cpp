@@ -54,7 +54,8 @@ class CudaBackend final : public Backend {
     };
     fused_gated_ = flag("KILN_CUDA_FUSED_GATED", false);
     fused_residual_ = flag("KILN_CUDA_FUSED_RESIDUAL", true);
-    split_mixed_ = flag("KILN_CUDA_SPLIT_MIXED_ATTN", true);  // 0: mixed steps wholly on the prefill kernel
+    split_mixed_ = flag("KILN_CUDA_SPLIT_MIXED_ATTN", true);
+    fold_norm_ = flag("KILN_CUDA_FOLD_NORM", true);  // 0: mixed steps wholly on the prefill kernel
     const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
     graphs_enabled_ = !(graphs && graphs[0] == '0');
   }
@@ -201,8 +202,9 @@ class CudaBackend final : public Backend {
   }
   void Norm(Tensor out, const Tensor& x, const Tensor& w, const Tensor& b, float eps, bool rms,
             bool unit_offset) override {
-    if (!Act("Norm", {&out, &x}) || !F32("Norm", w) || (!b.empty() && !F32("Norm", b))) return;
-    Record(cuda::LaunchNorm(out.data, x.data, nullptr, w.ptr<float>(), b.empty() ? nullptr : b.ptr<float>(), x.rows(),
+    if (!Act("Norm", {&out, &x}) || (!w.empty() && !F32("Norm", w)) || (!b.empty() && !F32("Norm", b))) return;
+    Record(cuda::LaunchNorm(out.data, x.data, nullptr, w.empty() ? nullptr : w.ptr<float>(),
+                            b.empty() ? nullptr : b.ptr<float>(), x.rows(),
                             x.cols(), eps, rms, unit_offset, et_, stream_), "Norm");
   }
   void AddNorm(Tensor out, Tensor residual, const Tensor& delta, const Tensor& w, const Tensor& b, float eps, bool rms,
@@ -376,6 +378,47 @@ class CudaBackend final : public Backend {
     Record(cuda::LaunchGemvGated(out.data, x.data, w.w.data, bias.empty() ? nullptr : bias.ptr<float>(), m, f, k,
                                  static_cast<cuda::Act>(act), et_, stream_),
            "GatedLinear (gemv)");
+  }
+  // Folded norms (unit norm weight): one token's projection normalises x inside the streaming
+  // GEMV, so no norm kernel runs between the residual update and the projection.
+  bool FoldsNormWeights() const override { return fold_norm_; }
+  Status ScaleWeightColumns(Weight& w, const Tensor& scale) override {
+    ElemType t;
+    if (!w.scales.empty() || !ToElem(w.w.dtype, &t) || scale.dtype != DType::kF32 || scale.numel() != w.w.dim(1))
+      return InvalidArgument("ScaleWeightColumns: needs a plain float weight and an f32 scale per column");
+    const cudaError_t e = cuda::LaunchScaleColumns(w.w.data, scale.ptr<float>(), w.w.dim(0), w.w.dim(1), t, stream_);
+    if (e != cudaSuccess) return Internal(name_ + ": ScaleWeightColumns: " + CudaErr(e));
+    return Status::Ok();
+  }
+  bool RmsGemv(const Tensor& x, const Tensor& norm_w, const Weight& w) const {
+    return norm_w.empty() && x.rows() == 1 && w.scales.empty() && w.w.dim(1) == x.cols();
+  }
+  void NormLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w, const Tensor& bias,
+                  Tensor h) override {
+    if (!RmsGemv(x, norm_w, w)) return Backend::NormLinear(out, x, norm_w, eps, w, bias, h);
+    if (!Act("NormLinear", {&out, &x, &w.w}) || (!bias.empty() && !F32("NormLinear", bias))) return;
+    cuda::GemvFuse fuse;
+    fuse.rms_eps = eps;
+    Record(cuda::LaunchGemvFused(out.data, x.data, w.w.data, bias.empty() ? nullptr : bias.ptr<float>(), 1,
+                                 w.w.dim(0), x.cols(), fuse, et_, stream_),
+           "NormLinear (gemv)");
+  }
+  void NormGatedLinear(Tensor out, const Tensor& x, const Tensor& norm_w, float eps, const Weight& w,
+                       const Tensor& bias, Activation act, Tensor h, Tensor gate_up) override {
+    if (!RmsGemv(x, norm_w, w)) return Backend::NormGatedLinear(out, x, norm_w, eps, w, bias, act, h, gate_up);
+    if (!Act("NormGatedLinear", {&out, &x, &w.w, &gate_up}) || (!bias.empty() && !F32("NormGatedLinear", bias)))
+      return;
+    cuda::GemvFuse fuse;
+    fuse.rms_eps = eps;
+    if (fused_gated_) {
+      fuse.gated_f = w.w.dim(0) / 2;
+      fuse.act = static_cast<cuda::Act>(act);
+    }
+    Record(cuda::LaunchGemvFused(fused_gated_ ? out.data : gate_up.data, x.data, w.w.data,
+                                 bias.empty() ? nullptr : bias.ptr<float>(), 1, w.w.dim(0), x.cols(), fuse, et_,
+                                 stream_),
+           "NormGatedLinear (gemv)");
+    if (!fused_gated_) GatedActivation(out, gate_up.SliceRows(0, 1), act);
   }
   void GatedActivation(Tensor out, const Tensor& gate_up, Activation act) override {
     if (!Act("GatedActivation", {&out, &gate_up})) return;
@@ -578,6 +621,7 @@ class CudaBackend final : public Backend {
   bool graphs_enabled_ = true;
   bool fused_gated_ = false;
   bool fused_residual_ = true;
+  bool fold_norm_ = true;  // RMSNorm weights folded into the next projection; one-token GEMVs normalise x
   bool split_mixed_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
   bool capturing_ = false;
   std::unordered_map<uint64_t, cudaGraphExec_t> graphs_;

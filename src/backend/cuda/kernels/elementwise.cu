@@ -59,6 +59,11 @@ __global__ void BiasKernel(T* out, const float* __restrict__ bias, int64_t rows,
   KILN_GRID_STRIDE(i, rows * cols) out[i] = FromF32<T>(ToF32(out[i]) + bias[i % cols]);
 }
 
+template <typename T>
+__global__ void ScaleColumnsKernel(T* w, const float* __restrict__ scale, int64_t rows, int64_t cols) {
+  KILN_GRID_STRIDE(i, rows * cols) w[i] = FromF32<T>(ToF32(w[i]) * scale[i % cols]);
+}
+
 }  // namespace
 
 cudaError_t LaunchGatedAct(void* out, const void* gate_up, int64_t rows, int64_t f, Act act, ElemType t,
@@ -99,6 +104,13 @@ cudaError_t LaunchSoftcap(void* x, int64_t n, float cap, ElemType t, cudaStream_
 cudaError_t LaunchAddBias(void* out, const float* bias, int64_t rows, int64_t cols, ElemType t, cudaStream_t s) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
   KILN_DISPATCH_FLOAT(t, T, BiasKernel<T><<<GridFor(rows * cols, 256), 256, 0, s>>>(static_cast<T*>(out), bias,
+      rows, cols));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScaleColumns(void* w, const float* scale, int64_t rows, int64_t cols, ElemType t, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  KILN_DISPATCH_FLOAT(t, T, ScaleColumnsKernel<T><<<GridFor(rows * cols, 256), 256, 0, s>>>(static_cast<T*>(w), scale,
       rows, cols));
   return cudaGetLastError();
 }

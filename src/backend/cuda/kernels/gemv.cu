@@ -22,8 +22,10 @@ constexpr int kU = 4;  // vectors per row in flight per lane
 // to T first as Linear + GatedActivation would. residual: residual[i, row] += the result
 // (rounded to T first, as Linear + Add would) instead of writing out; each output has one owner
 // warp. (An RMSNorm of x inside the loop was tried and removed: the extra work in the inner
-// loop cost the one-token stream 0.5-1.5% on the H100, docs/PERFORMANCE.md.)
-template <typename T, int MT, int R>
+// loop cost the one-token stream 0.5-1.5% on the H100, docs/PERFORMANCE.md.) kRms (rms_eps > 0):
+// the norm's weight is folded into w, so each warp only sums x^2 over the x values it reads anyway
+// and scales its dot products by 1 / rms(x) at the end: no norm kernel, no extra pass over x.
+template <typename T, int MT, int R, bool kRms = false>
 __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, const T* __restrict__ x,
                                                           const T* __restrict__ w, const float* __restrict__ bias,
                                                           int m, int64_t n, int64_t k, bool vec, GemvFuse fuse) {
@@ -42,11 +44,13 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
     wr[r] = w + row * k;
   }
 
-  float acc[R][MT];
+  float acc[R][MT], ss[MT];
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int i = 0; i < MT; ++i) acc[r][i] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < MT; ++i) ss[i] = 0.0f;
 
   const int64_t kv = vec ? k / N : 0;  // 16-byte vectors per row
   for (int64_t v0 = lane; v0 < kv; v0 += 32 * kU) {
@@ -69,6 +73,7 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
 #pragma unroll
             for (int e = 0; e < N; ++e) {
               const float xe = ToF32(xv.e[e]);
+              if constexpr (kRms) ss[i] = fmaf(xe, xe, ss[i]);
 #pragma unroll
               for (int r = 0; r < R; ++r) acc[r][i] = fmaf(ToF32(wv[u][r].e[e]), xe, acc[r][i]);
             }
@@ -83,15 +88,20 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
     for (int i = 0; i < MT; ++i) {
       if (i < m) {
         const float xe = ToF32(x[i * k + j]);
+        if constexpr (kRms) ss[i] = fmaf(xe, xe, ss[i]);
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[r][i] = fmaf(ToF32(wr[r][j]), xe, acc[r][i]);
       }
     }
   }
+  // Every warp read all of x: its sum of squares is the whole row's.
+  float inv_rms[MT];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) inv_rms[i] = kRms ? rsqrtf(WarpSum(ss[i]) / static_cast<float>(k) + fuse.rms_eps) : 1.0f;
   if (R == 2 && gated_f > 0) {
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
-      const float g = WarpSum(acc[0][i]), u = WarpSum(acc[R - 1][i]);
+      const float g = WarpSum(acc[0][i]) * inv_rms[i], u = WarpSum(acc[R - 1][i]) * inv_rms[i];
       if (lane == (i & 31) && i < m) {
         const float gb = ToF32(FromF32<T>(g + (bias ? bias[row0] : 0.0f)));
         const float ub = ToF32(FromF32<T>(u + (bias ? bias[row0 + gated_f] : 0.0f)));
@@ -105,7 +115,7 @@ __global__ void __launch_bounds__(kWarps * 32) GemvKernel(T* __restrict__ out, c
   for (int r = 0; r < R; ++r) {
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
-      const float s = WarpSum(acc[r][i]);
+      const float s = WarpSum(acc[r][i]) * inv_rms[i];
       if (lane == ((r * MT + i) & 31) && i < m && row0 + r < n) {
         const T v = FromF32<T>(s + (bias ? bias[row0 + r] : 0.0f));
         if (res) {
@@ -269,13 +279,13 @@ __global__ void __launch_bounds__(kWarps * 32) GemvMmaKernel(T* __restrict__ out
   }
 }
 
-template <typename T, int MT, int R>
+template <typename T, int MT, int R, bool kRms = false>
 void Launch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, bool vec,
             cudaStream_t s, GemvFuse fuse = {}) {
   const int64_t rows_per_block = int64_t(kWarps) * R;
   const int64_t outs = fuse.gated_f > 0 ? fuse.gated_f * R : n;  // a gated warp streams 2 rows for 1 output
   const unsigned blocks = static_cast<unsigned>((outs + rows_per_block - 1) / rows_per_block);
-  LaunchPdl(GemvKernel<T, MT, R>, dim3(blocks), dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, vec, fuse);
+  LaunchPdl(GemvKernel<T, MT, R, kRms>, dim3(blocks), dim3(kWarps * 32), 0, s, out, x, w, bias, m, n, k, vec, fuse);
 }
 
 template <typename T, int NT, int RT>
@@ -299,6 +309,7 @@ int EnvInt(const char* name, int def) {
 template <typename T>
 void Dispatch(T* out, const T* x, const T* w, const float* bias, int m, int64_t n, int64_t k, bool vec,
               GemvFuse fuse, cudaStream_t s) {
+  if (fuse.rms_eps > 0.0f) return Launch<T, 1, 2, true>(out, x, w, bias, m, n, k, vec, s, fuse);  // m = 1
   if constexpr (!std::is_same_v<T, float>) {
     static const int rt = EnvInt("KILN_GEMV_RT", 1);
     static const bool m1_mma = EnvInt("KILN_GEMV_M1_MMA", 0) != 0;
@@ -323,7 +334,8 @@ void Dispatch(T* out, const T* x, const T* w, const float* bias, int m, int64_t 
 cudaError_t LaunchGemvFused(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t n,
                             int64_t k, const GemvFuse& fuse, ElemType t, cudaStream_t s) {
   if (m <= 0 || n <= 0) return cudaSuccess;
-  if (m > kGemvMaxM || (fuse.gated_f > 0 && (m > kGemvGatedMaxM || n != 2 * fuse.gated_f)))
+  if (m > kGemvMaxM || (fuse.gated_f > 0 && (m > kGemvGatedMaxM || n != 2 * fuse.gated_f)) ||
+      (fuse.rms_eps > 0.0f && m != 1))
     return cudaErrorInvalidValue;
   const int64_t nv = 16 / ElemBytes(t);
   const bool vec = k % nv == 0 && Aligned16(x) && Aligned16(w);

@@ -42,6 +42,8 @@ cudaError_t LaunchAdd(void* out, const void* a, const void* b, int64_t n, ElemTy
 cudaError_t LaunchSoftcap(void* x, int64_t n, float cap, ElemType t, cudaStream_t s);
 // out[r, j] += bias[j]      out [rows, cols], bias f32 [cols]
 cudaError_t LaunchAddBias(void* out, const float* bias, int64_t rows, int64_t cols, ElemType t, cudaStream_t s);
+// w[r, j] *= scale[j] in place     w [rows, cols], scale f32 [cols] (folding a norm weight into w)
+cudaError_t LaunchScaleColumns(void* w, const float* scale, int64_t rows, int64_t cols, ElemType t, cudaStream_t s);
 
 // ---- argmax.cu ----
 // out[r] = argmax_j logits[r, j] (NaN as -inf, lowest id on ties)    logits [rows, vocab]
@@ -58,6 +60,9 @@ struct GemvFuse {
   int64_t gated_f = 0;            // > 0: n = 2 gated_f; out [m, gated_f] = act(gate) * up
   Act act = Act::kSilu;
   void* residual = nullptr;       // residual [m, n] += the result (out is not written)
+  // > 0 (m = 1 only): the kernel RMS-normalises x itself, x / sqrt(mean(x^2) + rms_eps), with a
+  // unit weight (the norm's weight is folded into w at load).
+  float rms_eps = 0.0f;
 };
 cudaError_t LaunchGemvFused(void* out, const void* x, const void* w, const float* bias, int64_t m, int64_t n,
                             int64_t k, const GemvFuse& fuse, ElemType t, cudaStream_t s);

@@ -42,7 +42,7 @@ __global__ void NormKernel(T* __restrict__ out, T* x, const T* __restrict__ delt
   }
   const float inv = 1.0f / sqrtf(var + eps);
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-    const float g = unit_offset ? 1.0f + w[j] : w[j];
+    const float g = w ? (unit_offset ? 1.0f + w[j] : w[j]) : 1.0f;  // no w: unit weight
     float v = (ToF32(xr[j]) - mean) * inv * g;
     if (b) v += b[j];
     orow[j] = FromF32<T>(v);
@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kRegThreads) NormRegKernel(T* __restrict__ out
 #pragma unroll
       for (int e = 0; e < N; ++e) {
         const int j = c * N + e;
-        const float g = unit_offset ? 1.0f + w[j] : w[j];
+        const float g = w ? (unit_offset ? 1.0f + w[j] : w[j]) : 1.0f;  // no w: unit weight
         float y = (v[i][e] - mean) * inv * g;
         if (b) y += b[j];
         o.e[e] = FromF32<T>(y);

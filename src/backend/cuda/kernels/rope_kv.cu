@@ -5,6 +5,7 @@ namespace kiln::cuda {
 namespace {
 
 constexpr int kThreads = 128;
+constexpr int kWholeTokenRows = 256;  // from this many tokens on, one block per token
 
 // Up to 16 bytes of one lane's elements, register-resident.
 template <typename T>
@@ -14,11 +15,13 @@ union Lane16 {
   __device__ Lane16() : u(make_uint4(0, 0, 0, 0)) {}
 };
 
-// Grid (token, group of 4 heads); the block's cos/sin table goes to shared memory, then each
-// warp takes one head: load into a per-warp f32 buffer,
-// optional RMSNorm, rotate the first rotary_dim dims, store to qkv and (K, V) to the cache.
+// Grid (token, group of heads_per_block heads); the block's cos/sin table goes to shared memory,
+// then its warps take the group's heads in turn: load into a per-warp f32 buffer, optional
+// RMSNorm, rotate the first rotary_dim dims, store to qkv and (K, V) to the cache. Few tokens
+// (decode): groups of one head per warp, for parallelism. Many tokens (prefill): one block per
+// token, so each token's cos/sin table is computed once instead of once per group of heads.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) RopeKvKernel(RopeKvArgs a) {
+__global__ void __launch_bounds__(kThreads) RopeKvKernel(RopeKvArgs a, int heads_per_block) {
   PdlWait();
   PdlTrigger();
   extern __shared__ float smem[];
@@ -43,9 +46,8 @@ __global__ void __launch_bounds__(kThreads) RopeKvKernel(RopeKvArgs a) {
   const int hq = a.n_heads, hkv = a.n_kv_heads;
   T* row = static_cast<T*>(a.qkv) + static_cast<int64_t>(t) * (hq + 2 * hkv) * hd;
   const int64_t slot = a.slots[t];
-  // blockIdx.y picks a group of kThreads / 32 heads, one per warp.
-  const int h_begin = blockIdx.y * (kThreads / 32);
-  const int h_end = min(hq + 2 * hkv, h_begin + kThreads / 32);
+  const int h_begin = blockIdx.y * heads_per_block;
+  const int h_end = min(hq + 2 * hkv, h_begin + heads_per_block);
   // Each lane moves `per_lane` contiguous elements with one vector access when the head is a
   // multiple of 32 elements of 4, 8 or 16 bytes per lane (head_dim 64/128/256); else scalar.
   const int per_lane = hd / 32;
@@ -132,8 +134,10 @@ cudaError_t LaunchRopeWriteKv(const RopeKvArgs& a, ElemType t, cudaStream_t s) {
   if (a.n_tokens <= 0) return cudaSuccess;
   const size_t smem = sizeof(float) * (static_cast<size_t>(a.rotary_dim / 2) * 2 +
                                        static_cast<size_t>(kThreads / 32) * a.head_dim);
-  const dim3 grid(a.n_tokens, (a.n_heads + 2 * a.n_kv_heads + kThreads / 32 - 1) / (kThreads / 32));
-  KILN_DISPATCH_FLOAT(t, T, LaunchPdl(RopeKvKernel<T>, grid, dim3(kThreads), smem, s, a));
+  const int heads = a.n_heads + 2 * a.n_kv_heads;
+  const int per_block = a.n_tokens >= kWholeTokenRows ? heads : kThreads / 32;
+  const dim3 grid(a.n_tokens, (heads + per_block - 1) / per_block);
+  KILN_DISPATCH_FLOAT(t, T, LaunchPdl(RopeKvKernel<T>, grid, dim3(kThreads), smem, s, a, per_block));
   return cudaGetLastError();
 }
 
