@@ -10,7 +10,7 @@
 //   Each shape is captured as a CUDA graph of L launches over L different caches (L x cache >=
 //   512 MiB, so L2 never holds them, as in a real step); us per layer = replay time / L, median.
 //   KV GB/s counts the K and V bytes read once. Copy bandwidth is measured in the same run.
-//   --quick: batch 1 and four large-batch shapes only.
+//   --quick: batch 1 and four large-batch shapes only. --shape B:CTX (repeatable): just these.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -419,7 +419,11 @@ double TimeShape(int batch, int ctx, int bound, double* gbs) {
 int main(int argc, char** argv) {
   int checks = -1;
   bool time = false, quick = false;
+  std::vector<std::pair<int, int>> only;  // --shape B:CTX
   for (int i = 1; i < argc; ++i) {
+    int b = 0, c = 0;
+    if (!std::strcmp(argv[i], "--shape") && i + 1 < argc && std::sscanf(argv[++i], "%d:%d", &b, &c) == 2)
+      only.push_back({b, c});
     if (!std::strcmp(argv[i], "--check") && i + 1 < argc) checks = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--time")) time = true;
     if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -439,14 +443,17 @@ int main(int argc, char** argv) {
       int b, c, bound;
     };
     std::vector<S> shapes;
-    for (int c : {128, 512, 1024, 4096}) shapes.push_back({1, c, c});
-    if (quick) {
-      for (S x : {S{32, 1024, 1024}, S{32, 4096, 4096}, S{128, 2048, 2048}, S{256, 4096, 4096}}) shapes.push_back(x);
-    } else {
-      for (int b : {8, 32, 64, 128, 256})
-        for (int c : {512, 1024, 2048, 4096}) shapes.push_back({b, c, c});
+    for (auto [b, c] : only) shapes.push_back({b, c, c});
+    if (only.empty()) {
+      for (int c : {128, 512, 1024, 4096}) shapes.push_back({1, c, c});
+      if (quick) {
+        for (S x : {S{32, 1024, 1024}, S{32, 4096, 4096}, S{128, 2048, 2048}, S{256, 4096, 4096}}) shapes.push_back(x);
+      } else {
+        for (int b : {8, 32, 64, 128, 256})
+          for (int c : {512, 1024, 2048, 4096}) shapes.push_back({b, c, c});
+      }
+      for (S x : {S{1, 512, 1024}, S{1, 1024, 2048}, S{64, 2048, 4096}}) shapes.push_back(x);
     }
-    for (S x : {S{1, 512, 1024}, S{1, 1024, 2048}, S{64, 2048, 4096}}) shapes.push_back(x);
     for (const S& x : shapes) {
       double gbs;
       const double us = TimeShape(x.b, x.c, x.bound, &gbs);

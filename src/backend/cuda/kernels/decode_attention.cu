@@ -16,6 +16,7 @@
 #include <cooperative_groups.h>
 
 #include <cfloat>
+#include <cmath>
 
 #include "backend/cuda/kernels/common.cuh"
 
@@ -50,8 +51,12 @@ bool ClustersAvailable() {
 
 // Depends only on shapes and max_seq_len (an upper bound is fine), never on device data. Splits
 // double while the grid is under two blocks per SM and each split keeps >= kMinKeys keys (twice
-// that to go past the portable cluster size of 8).
-Plan MakePlan(const AttnArgs& a, int num_sms, int hb, int max_cluster) {
+// that to go past the portable cluster size of 8). A larger grid runs in waves of `slots`
+// resident blocks: it is split in two when that fills its last wave enough better to pay for the
+// merge (a split block streams ~10% slower). On the H100 (bench/kernels/decode_attention_bench.cu,
+// --shape) this picked the faster of 1 and 2 splits at all 7 large shapes timed, e.g. batch 64 at
+// 4096 keys 68.6% -> 80.6% of copy bandwidth, batch 100 at 3072 keys 73.1% -> 79.5%.
+Plan MakePlan(const AttnArgs& a, int num_sms, int hb, int max_cluster, int slots) {
   Plan p;
   const int g = a.n_heads / a.n_kv_heads;
   p.hb = hb;
@@ -62,6 +67,13 @@ Plan MakePlan(const AttnArgs& a, int num_sms, int hb, int max_cluster) {
   while (p.cluster < max_cluster && base * p.cluster < 2LL * num_sms &&
          len > p.cluster * kMinKeys * (p.cluster >= 8 ? 2 : 1))
     p.cluster *= 2;
+  if (p.cluster == 1 && max_cluster >= 2 && base >= 2LL * num_sms && len > 2 * kMinKeys && slots > 0) {
+    auto fill = [slots](int64_t blocks) {  // share of the resident slots busy, over all waves
+      const double waves = static_cast<double>(blocks) / slots;
+      return waves / std::ceil(waves);
+    };
+    if (0.9 * fill(2 * base) > fill(base)) p.cluster = 2;
+  }
   return p;
 }
 
@@ -379,9 +391,23 @@ int MaxCluster() {
   return c;
 }
 
+// Blocks of this kernel resident at once on the device (for the wave arithmetic of MakePlan).
+template <typename T, int HB>
+int ResidentSlots(int head_dim, int num_sms) {
+  static int per_sm[kMaxHeadDim / 8 + 1] = {};  // by head_dim / 8; 0 = not asked yet
+  int& n = per_sm[head_dim / 8];
+  if (n == 0 && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, DecodeKernel<T, HB>, kThreads,
+                                                               SmemBytes(HB, head_dim)) != cudaSuccess ||
+                 n < 1)) {
+    cudaGetLastError();
+    n = 1;
+  }
+  return n * num_sms;
+}
+
 template <typename T, int HB>
 cudaError_t Launch(const AttnArgs& a, int num_sms, cudaStream_t s) {
-  const Plan p = MakePlan(a, num_sms, HB, MaxCluster<T, HB>());
+  const Plan p = MakePlan(a, num_sms, HB, MaxCluster<T, HB>(), ResidentSlots<T, HB>(a.head_dim, num_sms));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(a.n_tokens) * p.cluster, a.n_kv_heads * p.hchunks, 1);
   cfg.blockDim = dim3(kThreads);
