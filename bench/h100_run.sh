@@ -30,7 +30,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 date -u | tee -a "$OUT/gpu.txt"
 # kiln_tests reads fixtures at its compiled-in path /work/main/../shared.
 mkdir -p /work/main && ln -sfn "$PWD/.carry/shared" /work/shared
-# SECTIONS picks the parts (default: tests latency tp_short hf): tests sanitizer latency tp_short tp_miss
+# SECTIONS picks the parts (default: tests latency tp_short hf): tests sanitizer latency tp_128 tp_short tp_miss
 # tp_long hf. QUICK=1 trims the latency list, QUICK=2 to batch 1 only (and no split-K test rerun). Raw JSON goes to $OUT/raw (merged into
 # $OUT/results.json at the end: the device tool returns at most 8 files).
 SECTIONS=" ${SECTIONS:-tests latency tp_short hf} "
@@ -58,6 +58,7 @@ if on latency; then
   [[ $QUICK != 0 ]] || lat 1 128 256 "_nograph" KILN_CUDA_GRAPHS=0
   [[ $QUICK == 2 ]] || lat 1 128 256 "_fusedall" KILN_CUDA_FUSED_GATED=1 KILN_CUDA_FUSED_RESIDUAL=1
   [[ $QUICK == 2 ]] || lat 1 128 256 "_nofused" KILN_CUDA_FUSED_GATED=0 KILN_CUDA_FUSED_RESIDUAL=0
+  [[ $QUICK == 2 ]] || lat 1 128 256 "_nofold" KILN_CUDA_FOLD_NORM=0
   lat 1 2048 8 ""
   [[ $QUICK == 2 ]] || lat 8 128 64 ""
   [[ $QUICK == 2 ]] || lat 32 128 64 ""
@@ -76,6 +77,10 @@ if on tp_miss; then  # the cases TensorRT-LLM's figures were missed on, under TP
   tp 2048 128 1000 110 $TP_FLAGS
   tp 1000 1000 1000 170 $TP_FLAGS
   tp 2048 2048 200 150 $TP_FLAGS
+fi
+if on tp_128; then  # the two 128-token-prompt cases alone
+  tp 128 128 1000 60 $TP_FLAGS
+  tp 128 2048 200 90 $TP_FLAGS
 fi
 if on tp_short; then
   echo "== kiln bench (throughput: 128/128, 128/2048, 2048/128)"
