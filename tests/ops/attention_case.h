@@ -1,8 +1,12 @@
 // The paged-attention test harness shared by the decode and prefill attention tests: a batch of
 // sequences with cached prefixes and query chunks, scattered KV blocks, against the CPU oracle.
 #pragma once
+#include <algorithm>
 #include <functional>
 #include <memory>
+#include <numeric>
+#include <random>
+#include <vector>
 
 #include "ops/cuda_test_util.h"
 
@@ -16,11 +20,73 @@ struct Case {
   bool alibi = false;
 };
 
-// The batch tensors on one backend; max_seq_len is the caller's.
+// A packed batch over a paged cache whose physical blocks are handed out in shuffled order (plus
+// a few spare blocks nobody owns): sequence i has ctx[i] cached tokens and q_len[i] query tokens.
+struct HostBatch {
+  int n_seqs = 0, n_tokens = 0, max_q = 0, max_len = 0, max_blocks = 0, n_blocks = 0, bs = 0;
+  std::vector<int32_t> positions, slots, q_start, seq_lens, tables;
+};
+
+inline HostBatch MakePagedBatch(std::mt19937& g, const std::vector<int>& ctx, const std::vector<int>& q_len,
+                                int block_size) {
+  HostBatch h;
+  h.bs = block_size;
+  h.n_seqs = static_cast<int>(ctx.size());
+  h.n_blocks = 3;  // spare
+  for (int i = 0; i < h.n_seqs; ++i) {
+    const int len = ctx[i] + q_len[i];
+    h.max_len = std::max(h.max_len, len);
+    h.max_q = std::max(h.max_q, q_len[i]);
+    h.max_blocks = std::max(h.max_blocks, (len + h.bs - 1) / h.bs);
+    h.n_blocks += (len + h.bs - 1) / h.bs;
+  }
+  std::vector<int32_t> perm(h.n_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), g);
+  h.tables.assign(size_t(h.n_seqs) * h.max_blocks, 0);
+  int next = 0;
+  h.q_start.push_back(0);
+  for (int i = 0; i < h.n_seqs; ++i) {
+    const int len = ctx[i] + q_len[i], nb = (len + h.bs - 1) / h.bs;
+    for (int b = 0; b < nb; ++b) h.tables[size_t(i) * h.max_blocks + b] = perm[next++];
+    for (int j = ctx[i]; j < len; ++j) {
+      h.positions.push_back(j);
+      h.slots.push_back(h.tables[size_t(i) * h.max_blocks + j / h.bs] * h.bs + j % h.bs);
+    }
+    h.seq_lens.push_back(len);
+    h.q_start.push_back(static_cast<int32_t>(h.positions.size()));
+  }
+  h.n_tokens = static_cast<int>(h.positions.size());
+  return h;
+}
+
+// The batch tensors on one backend; max_seq_len is the caller's (the true maximum, or an upper
+// bound as a CUDA graph bucket would give).
 struct DevBatch {
   Buf pos, slots, qs, lens, tables;
   AttentionBatch b;
 };
+
+inline DevBatch UploadBatch(Backend& be, const HostBatch& h, int max_seq_len) {
+  DevBatch d;
+  d.pos = UploadI32(be, {h.n_tokens}, h.positions);
+  d.slots = UploadI32(be, {h.n_tokens}, h.slots);
+  d.qs = UploadI32(be, {h.n_seqs + 1}, h.q_start);
+  d.lens = UploadI32(be, {h.n_seqs}, h.seq_lens);
+  d.tables = UploadI32(be, {h.n_seqs, h.max_blocks}, h.tables);
+  d.b.n_seqs = h.n_seqs;
+  d.b.n_tokens = h.n_tokens;
+  d.b.max_q_len = h.max_q;
+  d.b.max_seq_len = max_seq_len;
+  d.b.max_blocks_per_seq = h.max_blocks;
+  d.b.block_size = h.bs;
+  d.b.positions = d.pos.t;
+  d.b.slot_mapping = d.slots.t;
+  d.b.q_start = d.qs.t;
+  d.b.seq_lens = d.lens.t;
+  d.b.block_tables = d.tables.t;
+  return d;
+}
 
 // Runs case c on the CPU oracle (with the true maximum length) and on the CUDA backend once per
 // max_seq_len in `bounds(true maximum)`; outputs are poisoned with NaN first and must agree within
@@ -32,51 +98,9 @@ inline void RunAttentionCase(DType dt, const Case& c, std::mt19937& g,
   ASSERT_TRUE(gpu_or.ok()) << gpu_or.status().message();
   std::unique_ptr<Backend> gpu = std::move(*gpu_or);
 
-  const int n_seqs = static_cast<int>(c.ctx.size()), bs = c.block_size;
-  int max_len = 0, max_q = 0, max_blocks = 0, n_blocks = 3;
-  for (int i = 0; i < n_seqs; ++i) {
-    const int len = c.ctx[i] + c.q_len[i];
-    max_len = std::max(max_len, len);
-    max_q = std::max(max_q, c.q_len[i]);
-    max_blocks = std::max(max_blocks, (len + bs - 1) / bs);
-    n_blocks += (len + bs - 1) / bs;
-  }
-  std::vector<int32_t> perm(n_blocks), positions, slots, q_start{0}, seq_lens;
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), g);
-  std::vector<int32_t> tables(size_t(n_seqs) * max_blocks, 0);
-  int next = 0;
-  for (int i = 0; i < n_seqs; ++i) {
-    const int len = c.ctx[i] + c.q_len[i];
-    for (int b = 0; b < (len + bs - 1) / bs; ++b) tables[size_t(i) * max_blocks + b] = perm[next++];
-    for (int j = c.ctx[i]; j < len; ++j) {
-      positions.push_back(j);
-      slots.push_back(tables[size_t(i) * max_blocks + j / bs] * bs + j % bs);
-    }
-    seq_lens.push_back(len);
-    q_start.push_back(static_cast<int32_t>(positions.size()));
-  }
-  const int n_tokens = static_cast<int>(positions.size());
-  auto upload_batch = [&](Backend& be, int max_seq_len) {
-    DevBatch d;
-    d.pos = UploadI32(be, {n_tokens}, positions);
-    d.slots = UploadI32(be, {n_tokens}, slots);
-    d.qs = UploadI32(be, {n_seqs + 1}, q_start);
-    d.lens = UploadI32(be, {n_seqs}, seq_lens);
-    d.tables = UploadI32(be, {n_seqs, max_blocks}, tables);
-    d.b.n_seqs = n_seqs;
-    d.b.n_tokens = n_tokens;
-    d.b.max_q_len = max_q;
-    d.b.max_seq_len = max_seq_len;
-    d.b.max_blocks_per_seq = max_blocks;
-    d.b.block_size = bs;
-    d.b.positions = d.pos.t;
-    d.b.slot_mapping = d.slots.t;
-    d.b.q_start = d.qs.t;
-    d.b.seq_lens = d.lens.t;
-    d.b.block_tables = d.tables.t;
-    return d;
-  };
+  const HostBatch h = MakePagedBatch(g, c.ctx, c.q_len, c.block_size);
+  const int n_blocks = h.n_blocks, bs = h.bs, n_tokens = h.n_tokens, max_len = h.max_len;
+  auto upload_batch = [&](Backend& be, int max_seq_len) { return UploadBatch(be, h, max_seq_len); };
 
   const int hq = c.hkv * c.group, hd = c.hd, row = (hq + 2 * c.hkv) * hd;
   const std::vector<int64_t> cshape = {n_blocks, bs, c.hkv, hd};

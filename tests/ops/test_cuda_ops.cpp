@@ -13,13 +13,13 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "ops/attention_case.h"
 #include "ops/cuda_test_util.h"
 
 namespace kiln {
 namespace {
 
 using namespace test_ops;
-using test_ops::Upload;  // overloaded below for a host batch
 
 double Tol(DType dt) { return dt == DType::kF32 ? 1e-5 : 1e-2; }
 
@@ -440,69 +440,6 @@ struct BatchSpec {
   int block_size = 16;
 };
 
-struct HostBatch {
-  int n_seqs = 0, n_tokens = 0, max_q = 0, max_len = 0, max_blocks = 0, n_blocks = 0, bs = 0;
-  std::vector<int32_t> positions, slots, q_start, seq_lens, tables;
-};
-
-HostBatch MakeBatch(std::mt19937& g, const BatchSpec& s) {
-  HostBatch h;
-  h.bs = s.block_size;
-  h.n_seqs = static_cast<int>(s.ctx.size());
-  for (int i = 0; i < h.n_seqs; ++i) {
-    const int len = s.ctx[i] + s.q_len[i];
-    h.max_len = std::max(h.max_len, len);
-    h.max_q = std::max(h.max_q, s.q_len[i]);
-    h.max_blocks = std::max(h.max_blocks, (len + h.bs - 1) / h.bs);
-    h.n_blocks += (len + h.bs - 1) / h.bs;
-  }
-  h.n_blocks += 3;  // a few spare blocks that nobody owns
-  std::vector<int32_t> perm(h.n_blocks);
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), g);
-  h.tables.assign(size_t(h.n_seqs) * h.max_blocks, 0);
-  int next = 0;
-  h.q_start.push_back(0);
-  for (int i = 0; i < h.n_seqs; ++i) {
-    const int len = s.ctx[i] + s.q_len[i], nb = (len + h.bs - 1) / h.bs;
-    for (int b = 0; b < nb; ++b) h.tables[size_t(i) * h.max_blocks + b] = perm[next++];
-    for (int j = s.ctx[i]; j < len; ++j) {
-      h.positions.push_back(j);
-      h.slots.push_back(h.tables[size_t(i) * h.max_blocks + j / h.bs] * h.bs + j % h.bs);
-    }
-    h.seq_lens.push_back(len);
-    h.q_start.push_back(static_cast<int32_t>(h.positions.size()));
-  }
-  h.n_tokens = static_cast<int>(h.positions.size());
-  return h;
-}
-
-struct DevBatch {
-  Buf pos, slots, qs, lens, tables;
-  AttentionBatch b;
-};
-
-DevBatch Upload(Backend& be, const HostBatch& h) {
-  DevBatch d;
-  d.pos = UploadI32(be, {h.n_tokens}, h.positions);
-  d.slots = UploadI32(be, {h.n_tokens}, h.slots);
-  d.qs = UploadI32(be, {h.n_seqs + 1}, h.q_start);
-  d.lens = UploadI32(be, {h.n_seqs}, h.seq_lens);
-  d.tables = UploadI32(be, {h.n_seqs, h.max_blocks}, h.tables);
-  d.b.n_seqs = h.n_seqs;
-  d.b.n_tokens = h.n_tokens;
-  d.b.max_q_len = h.max_q;
-  d.b.max_seq_len = h.max_len;
-  d.b.max_blocks_per_seq = h.max_blocks;
-  d.b.block_size = h.bs;
-  d.b.positions = d.pos.t;
-  d.b.slot_mapping = d.slots.t;
-  d.b.q_start = d.qs.t;
-  d.b.seq_lens = d.lens.t;
-  d.b.block_tables = d.tables.t;
-  return d;
-}
-
 BatchSpec RandomSpec(std::mt19937& g, bool prefill) {
   BatchSpec s;
   const int n = prefill ? Rand(g, 1, 5) : Rand(g, 1, 17);
@@ -520,13 +457,13 @@ struct AttnCase {
 
 void RunAttention(DType dt, const AttnCase& c, const BatchSpec& spec, std::mt19937& g, bool rope_path) {
   Pair p(dt);
-  const HostBatch h = MakeBatch(g, spec);
+  const HostBatch h = MakePagedBatch(g, spec.ctx, spec.q_len, spec.block_size);
   const int hq = c.hkv * c.group, hd = c.hd, row = (hq + 2 * c.hkv) * hd;
   const int64_t cache_elems = int64_t(h.n_blocks) * h.bs * c.hkv * hd;
   std::vector<float> qkv = RoundTo(dt, Random(g, int64_t(h.n_tokens) * row, -2.0f, 2.0f));
   std::vector<float> kc = RoundTo(dt, Random(g, cache_elems, -2.0f, 2.0f));
   std::vector<float> vc = RoundTo(dt, Random(g, cache_elems));
-  DevBatch bc = Upload(*p.cpu, h), bg = Upload(*p.gpu, h);
+  DevBatch bc = UploadBatch(*p.cpu, h, h.max_len), bg = UploadBatch(*p.gpu, h, h.max_len);
   Buf qc = Upload(*p.cpu, DType::kF32, {h.n_tokens, row}, qkv), qg = Upload(*p.gpu, dt, {h.n_tokens, row}, qkv);
   const std::vector<int64_t> cshape = {h.n_blocks, h.bs, c.hkv, hd};
   Buf kcc = Upload(*p.cpu, DType::kF32, cshape, kc), kcg = Upload(*p.gpu, dt, cshape, kc);
