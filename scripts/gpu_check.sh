@@ -81,7 +81,6 @@ if [[ $sweep == 1 ]]; then
     env $v .carry/kiln_bench_gemv >"$out/bench_gemv_${v// /_}.log" 2>&1
     grep -E '^[a-z_]+ [0-9]+->[0-9]+ +(1|8|16) ' "$out/bench_gemv_${v// /_}.log"
     grep -E '^  M=' "$out/bench_gemv_${v// /_}.log"
-    grep -A8 '^split-K' "$out/bench_gemv_${v// /_}.log"
   done
 fi
 

@@ -25,7 +25,9 @@ void AddExecutorFlags(CLI::App* cmd, ExecutorOptions* e) {
   cmd->add_option("--block-size", e->block_size, "KV-cache block size in tokens");
   cmd->add_flag("--enable-prefix-caching,!--disable-prefix-caching", e->enable_prefix_caching,
                 "reuse KV blocks of shared prompt prefixes (default on)");
-  cmd->add_option("--scheduler-policy", e->scheduler_policy, "guaranteed_no_evict (default: admit what can finish) or max_utilization (admit greedily, preempt by recompute)");
+  cmd->add_option("--scheduler-policy", e->scheduler_policy,
+                  "guaranteed_no_evict (default: admit what can finish) or max_utilization (admit greedily, "
+                  "preempt by recompute)");
   cmd->add_option("--schedule-order", e->schedule_order, "fcfs or priority");
   cmd->add_flag("--enable-chunked-prefill,!--disable-chunked-prefill", e->enable_chunked_prefill,
                 "split long prompts over steps (default on)");

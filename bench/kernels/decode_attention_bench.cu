@@ -26,17 +26,10 @@
 #include <vector>
 
 #include "backend/cuda/kernels/kernels.h"
+#include "bench_util.h"
 
 using namespace kiln::cuda;
 
-#define CK(x)                                                                                  \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 namespace {
 
@@ -284,30 +277,6 @@ int RunChecks(int n) {
 }
 
 // ---- timing ----
-double CopyGBs() {
-  const size_t n = size_t(1) << 30;
-  void *a, *b;
-  CK(cudaMalloc(&a, n));
-  CK(cudaMalloc(&b, n));
-  CK(cudaMemset(a, 1, n));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<float> ts;
-  for (int i = 0; i < 7; ++i) {
-    CK(cudaEventRecord(e0));
-    CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice));
-    CK(cudaEventRecord(e1));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    ts.push_back(ms);
-  }
-  std::sort(ts.begin(), ts.end());
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * n / (ts[3] * 1e-3) / 1e9;
-}
 
 __global__ void FillKernel(uint16_t* p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
@@ -436,7 +405,7 @@ int main(int argc, char** argv) {
   int fails = 0;
   if (checks >= 0) fails = RunChecks(checks);
   if (time) {
-    const double copy = CopyGBs();
+    const double copy = CopyBandwidthGBs();
     std::printf("%s, %d SMs, copy %.0f GB/s (read + write)\n", prop.name, g_sms, copy);
     std::printf("%5s %6s %6s %10s %9s %6s\n", "batch", "ctx", "bound", "us/layer", "KV GB/s", "%copy");
     struct S {

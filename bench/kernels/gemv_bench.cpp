@@ -1,5 +1,6 @@
 // Decode GEMV microbenchmark: copy bandwidth, our streaming GEMV and cuBLASLt on the
-// Llama-3-8B layer shapes at M = 1, 8, 16, 32, 64 (bf16, fp32 accumulation).
+// Llama-3-8B layer shapes at M = 1, 8, 16, 32, 64 (bf16, fp32 accumulation). Decode attention
+// has its own benchmark (decode_attention_bench.cu).
 //
 //   kiln_bench_gemv [--iters N]
 //
@@ -19,17 +20,10 @@
 
 #include "backend/cuda/gemm_lt.h"
 #include "backend/cuda/kernels/kernels.h"
+#include "bench_util.h"
 
 using namespace kiln::cuda;
 
-#define CK(x)                                                                              \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
 
 namespace {
 
@@ -76,17 +70,8 @@ int main(int argc, char** argv) {
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
 
-  // ---- copy bandwidth (D2D, read + write bytes) ----
-  const size_t copy_bytes = size_t(1) << 30;
-  void *src = nullptr, *dst = nullptr;
-  CK(cudaMalloc(&src, copy_bytes));
-  CK(cudaMalloc(&dst, copy_bytes));
-  CK(LaunchRandomFill(src, ElemType::kBF16, copy_bytes / 2, 1, 1.0f, s));
-  const double copy_ms = TimeMs(s, 1, [&](int) { CK(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, s)); });
-  const double copy_gbs = 2.0 * copy_bytes / copy_ms / 1e6;
-  std::printf("copy D2D 1 GiB: %.3f ms  %.0f GB/s (read+write)\n", copy_ms, copy_gbs);
-  CK(cudaFree(src));
-  CK(cudaFree(dst));
+  const double copy_gbs = CopyBandwidthGBs();
+  std::printf("copy D2D 1 GiB: %.0f GB/s (read+write)\n", copy_gbs);
 
   LtGemm lt;
   std::string err = lt.Init(32u << 20);
@@ -188,59 +173,5 @@ int main(int argc, char** argv) {
                 step_lt[mi], step_bytes / step_lt[mi] / 1e6, 100 * step_bytes / step_lt[mi] / 1e6 / copy_gbs);
   }
 
-  // ---- decode attention (split-K, paged): Llama-3-8B layer, 32 q / 8 kv heads, hd 128 ----
-  std::printf("\nsplit-K decode attention, one layer (32 q / 8 kv heads, head_dim 128, bf16 KV, block 16):\n");
-  std::printf("%5s %6s %10s %9s %6s\n", "batch", "ctx", "ms", "KV GB/s", "%copy");
-  for (int batch : {1, 8, 32}) {
-    for (int ctx : {512, 4096}) {
-      const int hq = 32, hkv = 8, hd = 128, bs = 16, nb_seq = (ctx + bs - 1) / bs, nblocks = batch * nb_seq;
-      const size_t cache_elems = size_t(nblocks) * bs * hkv * hd;
-      void *kc, *vc, *qkv, *out, *ws;
-      int32_t *pos, *qs, *lens, *tables;
-      CK(cudaMalloc(&kc, cache_elems * 2));
-      CK(cudaMalloc(&vc, cache_elems * 2));
-      CK(cudaMalloc(&qkv, size_t(batch) * (hq + 2 * hkv) * hd * 2));
-      CK(cudaMalloc(&out, size_t(batch) * hq * hd * 2));
-      CK(LaunchRandomFill(kc, ElemType::kBF16, cache_elems, 1, 1.0f, s));
-      CK(LaunchRandomFill(vc, ElemType::kBF16, cache_elems, 2, 1.0f, s));
-      CK(LaunchRandomFill(qkv, ElemType::kBF16, int64_t(batch) * (hq + 2 * hkv) * hd, 3, 1.0f, s));
-      std::vector<int32_t> hpos(batch, ctx - 1), hqs(batch + 1), hlens(batch, ctx), htab(size_t(batch) * nb_seq);
-      for (int i = 0; i <= batch; ++i) hqs[i] = i;
-      for (size_t i = 0; i < htab.size(); ++i) htab[i] = static_cast<int32_t>((i * 7919) % nblocks);  // scattered
-      CK(cudaMalloc(reinterpret_cast<void**>(&pos), batch * 4));
-      CK(cudaMalloc(reinterpret_cast<void**>(&qs), (batch + 1) * 4));
-      CK(cudaMalloc(reinterpret_cast<void**>(&lens), batch * 4));
-      CK(cudaMalloc(reinterpret_cast<void**>(&tables), htab.size() * 4));
-      CK(cudaMemcpy(pos, hpos.data(), batch * 4, cudaMemcpyHostToDevice));
-      CK(cudaMemcpy(qs, hqs.data(), (batch + 1) * 4, cudaMemcpyHostToDevice));
-      CK(cudaMemcpy(lens, hlens.data(), batch * 4, cudaMemcpyHostToDevice));
-      CK(cudaMemcpy(tables, htab.data(), htab.size() * 4, cudaMemcpyHostToDevice));
-      AttnArgs a;
-      a.out = out;
-      a.qkv = qkv;
-      a.k_cache = kc;
-      a.v_cache = vc;
-      a.positions = pos;
-      a.q_start = qs;
-      a.seq_lens = lens;
-      a.block_tables = tables;
-      a.n_seqs = a.n_tokens = batch;
-      a.max_q_len = 1;
-      a.max_seq_len = ctx;
-      a.max_blocks_per_seq = nb_seq;
-      a.block_size = bs;
-      a.n_heads = hq;
-      a.n_kv_heads = hkv;
-      a.head_dim = hd;
-      a.scale = 0.0883883f;
-      const size_t wsb = DecodeAttentionWorkspaceBytes(a, prop.multiProcessorCount);
-      CK(cudaMalloc(&ws, std::max<size_t>(wsb, 16)));
-      const double t = TimeMs(s, 10, [&](int) { CK(LaunchDecodeAttention(a, ElemType::kBF16, ws, prop.multiProcessorCount, s)); });
-      const double kv_bytes = 2.0 * batch * ctx * hkv * hd * 2;
-      std::printf("%5d %6d %10.4f %9.0f %5.1f%%\n", batch, ctx, t, kv_bytes / t / 1e6, 100 * kv_bytes / t / 1e6 / copy_gbs);
-      for (void* p : {kc, vc, qkv, out, ws}) CK(cudaFree(p));
-      for (int32_t* p : {pos, qs, lens, tables}) CK(cudaFree(p));
-    }
-  }
   return 0;
 }

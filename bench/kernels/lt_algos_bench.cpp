@@ -2,6 +2,8 @@
 // Llama-3-8B projection shapes at decode/throughput batch sizes and prefill sizes (bf16, the
 // layouts of src/backend/cuda/gemm_lt.cpp: out[m, n] = x[m, k] w[n, k]^T).
 //
+//   g++ -O2 -std=c++20 -I/usr/local/cuda/include bench/kernels/lt_algos_bench.cpp \
+//       -L/usr/local/cuda/lib64 -lcublasLt -lcudart -o lt_algos_bench
 //   lt_algos_bench [M ...]          default M: 1 8 32 64 128 192 256 512 2048
 //
 // Weights rotate through enough copies that L2 never holds them (as in a real step). Each
@@ -16,14 +18,8 @@
 #include <cstdlib>
 #include <vector>
 
-#define CK(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
-      std::fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                    \
-    }                                                                                  \
-  } while (0)
+#include "bench_util.h"
+
 #define LT(x)                                                                                        \
   do {                                                                                               \
     cublasStatus_t s_ = (x);                                                                         \
@@ -59,24 +55,7 @@ int main(int argc, char** argv) {
   CK(cudaEventCreate(&e1));
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
-  // Copy bandwidth (read + write bytes / time) for the floor.
-  double copy_gbs;
-  {
-    const size_t bytes = 1u << 30;
-    void *a, *b;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
-    CK(cudaEventRecord(e0, s));
-    for (int i = 0; i < 10; ++i) CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
-    CK(cudaEventRecord(e1, s));
-    CK(cudaEventSynchronize(e1));
-    float ms_;
-    CK(cudaEventElapsedTime(&ms_, e0, e1));
-    copy_gbs = 2.0 * bytes * 10 / (ms_ * 1e-3) / 1e9;
-    cudaFree(a);
-    cudaFree(b);
-  }
+  const double copy_gbs = CopyBandwidthGBs();  // read + write bytes / time: the floor
   std::printf("%s, copy %.0f GB/s\n", prop.name, copy_gbs);
   std::printf("%-8s %5s %10s %10s %5s %7s %8s %8s %9s\n", "shape", "M", "first us", "best us", "idx", "gain",
               "GB/s", "TFLOP/s", "floor us");

@@ -21,19 +21,12 @@
 #include <vector>
 
 #define KILN_PA_BENCH_KNOBS 1
+#include "bench_util.h"
 #include "../../src/backend/cuda/kernels/prefill_attention.cu"
 #ifdef KILN_BENCH_OLD_PREFILL
 #include KILN_BENCH_OLD_PREFILL
 #endif
 
-#define CK(x)                                                                                               \
-  do {                                                                                                      \
-    cudaError_t e_ = (x);                                                                                   \
-    if (e_ != cudaSuccess) {                                                                                \
-      std::fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #x); \
-      std::exit(2);                                                                                         \
-    }                                                                                                       \
-  } while (0)
 
 namespace pa_bench {
 using namespace kiln::cuda;
