@@ -163,6 +163,7 @@ Expected<Checkpoint> GgufToCheckpoint(const GgufFile& gf) {
     if (kind) {
       const int64_t heads = kind == 1 ? n_heads : n_kv;
       const int64_t rows = st.shape.empty() ? 1 : st.shape[0];
+      if (rows <= 0 || st.nbytes == 0) return Corrupt(tw + " is empty (a zero dimension)");
       if (rows != heads * head_dim)
         return Corrupt(tw + " has " + std::to_string(rows) + " rows, expected " + std::to_string(heads) +
                        " heads x " + std::to_string(head_dim));

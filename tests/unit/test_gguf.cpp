@@ -146,7 +146,7 @@ std::vector<uint8_t> F16Bytes(size_t n, float base) {
 }
 
 // A tiny llama GGUF: hidden 8, 2 heads (head_dim 4), 1 kv head, ffn 12, vocab 10, 1 block.
-GgufBuilder TinyLlama(uint32_t type = 1 /*F16*/, bool with_output = false) {
+GgufBuilder TinyLlama(uint32_t type = 1 /*F16*/, bool with_output = false, uint64_t q_in = 8) {
   GgufBuilder g;
   g.Str("general.architecture", "llama");
   g.U32("llama.embedding_length", 8);
@@ -165,7 +165,7 @@ GgufBuilder TinyLlama(uint32_t type = 1 /*F16*/, bool with_output = false) {
   g.Tensor("token_embd.weight", type, {8, 10}, data(80, 0.f));
   g.Tensor("output_norm.weight", 0, {8}, F32Bytes(8, 1.f));
   if (with_output) g.Tensor("output.weight", type, {8, 10}, data(80, 2.f));
-  g.Tensor("blk.0.attn_q.weight", type, {8, 8}, data(64, 3.f));
+  g.Tensor("blk.0.attn_q.weight", type, {q_in, 8}, data(q_in * 8, 3.f));
   g.Tensor("blk.0.attn_k.weight", type, {8, 4}, data(32, 4.f));
   g.Tensor("blk.0.attn_v.weight", type, {8, 4}, data(32, 5.f));
   g.Tensor("blk.0.attn_output.weight", type, {8, 8}, data(64, 6.f));
@@ -527,6 +527,15 @@ TEST(GgufCheckpointTest, TinyF16ModelNamesShapesAndPermutation) {
   for (int r = 0; r < 4; ++r)
     EXPECT_EQ(std::memcmp(k->data + r * 16, ksrc.data() + perm[r] * 16, 16), 0) << "k row " << r;
   EXPECT_EQ(ck->gguf_metadata["tokenizer.ggml.tokens"].size(), 10u);
+}
+
+// A q/k tensor with a zero dimension has no rows to un-permute: an error naming it (found by
+// fuzz_gguf: the un-permutation copied into an empty buffer).
+TEST(GgufCheckpointTest, EmptyRotaryTensorIsAnError) {
+  auto ck = OpenBuilt(TinyLlama(1, false, /*q_in=*/0), "tiny_empty_q.gguf");
+  ASSERT_FALSE(ck.ok());
+  EXPECT_NE(ck.status().message().find("blk.0.attn_q.weight"), std::string::npos) << ck.status().message();
+  EXPECT_NE(ck.status().message().find("empty"), std::string::npos) << ck.status().message();
 }
 
 TEST(GgufCheckpointTest, ExplicitOutputIsUntied) {
