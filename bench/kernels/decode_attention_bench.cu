@@ -11,6 +11,8 @@
 //   512 MiB, so L2 never holds them, as in a real step); us per layer = replay time / L, median.
 //   KV GB/s counts the K and V bytes read once. Copy bandwidth is measured in the same run.
 //   --quick: batch 1 and four large-batch shapes only. --shape B:CTX (repeatable): just these.
+//   --ragged: contexts spread evenly over [CTX/2, CTX] instead (as in a running batch).
+// --split auto|clusters|streamk: which decode kernel (default auto, as the backend picks).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -34,6 +36,19 @@ using namespace kiln::cuda;
 namespace {
 
 int g_sms = 0;
+DecodeSplit g_split = DecodeSplit::kAuto;
+bool g_ragged = false;
+
+// A zeroed workspace as the launcher asks for (the stream-K kernel's counters start at zero).
+void* Workspace(const AttnArgs& a, ElemType et) {
+  const size_t ws = DecodeAttentionWorkspaceBytes(a, et, g_sms, g_split);
+  void* p = nullptr;
+  if (ws) {
+    CK(cudaMalloc(&p, ws));
+    CK(cudaMemset(p, 0, ws));
+  }
+  return p;
+}
 
 size_t EB(ElemType t) { return ElemBytes(t); }
 
@@ -208,10 +223,8 @@ bool CheckCase(std::mt19937& g, ElemType et, int hd, int group, int hkv, const s
   a.scale = scale;
   a.sliding_window = window;
   a.softcap = softcap;
-  const size_t ws = DecodeAttentionWorkspaceBytes(a, g_sms);
-  void* d_ws = nullptr;
-  if (ws) CK(cudaMalloc(&d_ws, ws));
-  CK(LaunchDecodeAttention(a, et, d_ws, g_sms, 0));
+  void* d_ws = Workspace(a, et);
+  CK(LaunchDecodeAttention(a, et, d_ws, g_sms, 0, g_split));
   CK(cudaDeviceSynchronize());
   std::vector<uint8_t> got(out_bytes);
   CK(cudaMemcpy(got.data(), d_out, out_bytes, cudaMemcpyDeviceToHost));
@@ -257,6 +270,14 @@ int RunChecks(int n) {
       fails += !CheckCase(g, ElemType::kF32, 128, 4, 8, {len - 1}, {1}, 16, 0, 0.0f, false, bound_mode, true);
       runs += 2;
     }
+  // Large decode batches (the stream-K kernel under auto): ragged lengths, GQA 4 and 8.
+  for (int ns : {40, 97, 300}) {
+    std::vector<int> ctx, q(ns, 1);
+    for (int s = 0; s < ns; ++s) ctx.push_back(Rand(g, 0, Rand(g, 0, 1) ? 64 : 3000));
+    fails += !CheckCase(g, ElemType::kBF16, 128, 4, 8, ctx, q, 16, 0, 0.0f, false, Rand(g, 0, 2), true);
+    fails += !CheckCase(g, ElemType::kF32, 64, 8, 4, ctx, q, 16, ns == 97 ? 200 : 0, 0.0f, false, 0, true);
+    runs += 2;
+  }
   for (int i = 0; i < n; ++i) {
     const ElemType et = ets[Rand(g, 0, 2)];
     const int hd = hds[Rand(g, 0, 6)], group = groups[Rand(g, 0, 4)], hkv = Rand(g, 1, 3);
@@ -308,6 +329,22 @@ double TimeShape(int batch, int ctx, int bound, double* gbs) {
   CK(cudaGetLastError());
   std::vector<int32_t> pos(batch, ctx - 1), qs(batch + 1), lens(batch, ctx);
   std::iota(qs.begin(), qs.end(), 0);
+  double keys = double(batch) * ctx;
+  if (g_ragged) {  // evenly over [ctx / 2, ctx], shuffled
+    keys = 0;
+    for (int i = 0; i < batch; ++i) {
+      lens[i] = ctx / 2 + (batch > 1 ? static_cast<int>(int64_t(ctx - ctx / 2) * i / (batch - 1)) : ctx - ctx / 2);
+      pos[i] = lens[i] - 1;
+      keys += lens[i];
+    }
+    std::mt19937 gr(7);
+    std::vector<int> idx(batch);
+    std::iota(idx.begin(), idx.end(), 0);
+    std::shuffle(idx.begin(), idx.end(), gr);
+    std::vector<int32_t> l2(batch), p2(batch);
+    for (int i = 0; i < batch; ++i) l2[i] = lens[idx[i]], p2[i] = pos[idx[i]];
+    lens = l2, pos = p2;
+  }
   std::mt19937 g(5);
   std::vector<int32_t*> tabs;
   for (int l = 0; l < L; ++l) {
@@ -334,20 +371,18 @@ double TimeShape(int batch, int ctx, int bound, double* gbs) {
   a.n_kv_heads = hkv;
   a.head_dim = hd;
   a.scale = 1.0f / std::sqrt(float(hd));
-  const size_t ws = DecodeAttentionWorkspaceBytes(a, g_sms);
-  void* d_ws = nullptr;
-  if (ws) CK(cudaMalloc(&d_ws, ws));
+  void* d_ws = Workspace(a, ElemType::kBF16);
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   a.block_tables = tabs[0];
-  CK(LaunchDecodeAttention(a, ElemType::kBF16, d_ws, g_sms, s));  // warm-up outside the graph
+  CK(LaunchDecodeAttention(a, ElemType::kBF16, d_ws, g_sms, s, g_split));  // warm-up outside the graph
   CK(cudaStreamSynchronize(s));
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
   for (int l = 0; l < L; ++l) {
     a.block_tables = tabs[l];
-    CK(LaunchDecodeAttention(a, ElemType::kBF16, d_ws, g_sms, s));
+    CK(LaunchDecodeAttention(a, ElemType::kBF16, d_ws, g_sms, s, g_split));
   }
   CK(cudaStreamEndCapture(s, &graph));
   CK(cudaGraphInstantiate(&exec, graph, 0));
@@ -370,7 +405,7 @@ double TimeShape(int batch, int ctx, int bound, double* gbs) {
   CK(cudaGetLastError());
   std::sort(ts.begin(), ts.end());
   const double us = ts[ts.size() / 2];
-  *gbs = double(batch) * ctx * hkv * hd * 2 * 2 / (us * 1e-6) / 1e9;
+  *gbs = keys * hkv * hd * 2 * 2 / (us * 1e-6) / 1e9;
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaEventDestroy(e0);
@@ -396,6 +431,11 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--check") && i + 1 < argc) checks = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--time")) time = true;
     if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--ragged")) g_ragged = true;
+    if (!std::strcmp(argv[i], "--split") && i + 1 < argc) {
+      const std::string v = argv[++i];
+      g_split = v == "clusters" ? DecodeSplit::kClusters : v == "streamk" ? DecodeSplit::kStreamK : DecodeSplit::kAuto;
+    }
   }
   int dev = 0;
   cudaDeviceProp prop;
@@ -406,7 +446,11 @@ int main(int argc, char** argv) {
   if (checks >= 0) fails = RunChecks(checks);
   if (time) {
     const double copy = CopyBandwidthGBs();
-    std::printf("%s, %d SMs, copy %.0f GB/s (read + write)\n", prop.name, g_sms, copy);
+    std::printf("%s, %d SMs, copy %.0f GB/s (read + write), split %s%s\n", prop.name, g_sms, copy,
+                g_split == DecodeSplit::kAuto       ? "auto"
+                : g_split == DecodeSplit::kClusters ? "clusters"
+                                                    : "streamk",
+                g_ragged ? ", ragged contexts [ctx/2, ctx]" : "");
     std::printf("%5s %6s %6s %10s %9s %6s\n", "batch", "ctx", "bound", "us/layer", "KV GB/s", "%copy");
     struct S {
       int b, c, bound;

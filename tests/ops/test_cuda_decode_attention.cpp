@@ -52,6 +52,35 @@ TEST(CudaDecodeAttention, UpperBoundMaxSeqLenGivesTheSameOutput) {
   }
 }
 
+// The stream-K kernel, forced for every decode-only batch: rows cut by block boundaries at any
+// offset (batch 1 spreads 8 rows over the resident blocks), ragged lengths, a partial head chunk,
+// window, softcap, ALiBi. Each case launches three times on one workspace, so the row counters
+// must be back at zero after every launch. Then auto mode picks it for a large batch by itself.
+TEST(CudaDecodeAttention, StreamKMatchesCpu) {
+  KILN_REQUIRE_CUDA();
+  setenv("KILN_CUDA_DECODE_STREAMK", "1", 1);
+  std::mt19937 g(23);
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    RunCase(dt, {128, 4, 8, 16, {511}, {1}}, g);
+    RunCase(dt, {128, 4, 8, 16, {0, 1000, 37, 2047, 300}, {1, 1, 1, 1, 1}}, g);
+    RunCase(dt, {64, 8, 1, 32, {700, 5}, {1, 1}}, g);
+    RunCase(dt, {80, 6, 2, 16, {129, 64, 999}, {1, 1, 1}}, g);
+    Case w{128, 4, 2, 16, {900, 40}, {1, 1}};
+    w.window = 100;
+    RunCase(dt, w, g);
+    Case s{96, 4, 1, 32, {400}, {1}};
+    s.softcap = 5.0f;
+    RunCase(dt, s, g);
+    Case a{128, 2, 2, 16, {1200, 3}, {1, 1}};
+    a.alibi = true;
+    RunCase(dt, a, g);
+  }
+  unsetenv("KILN_CUDA_DECODE_STREAMK");
+  std::vector<int> ctx(48), q(48, 1);  // 48 sequences x 8 KV heads: past the auto threshold
+  for (int& c : ctx) c = std::uniform_int_distribution<int>(0, 1500)(g);
+  RunCase(DType::kBF16, {128, 4, 8, 16, ctx, q}, g);
+}
+
 TEST(CudaDecodeAttention, PrefillThroughTheSplitKPath) {
   KILN_REQUIRE_CUDA();
   setenv("KILN_CUDA_PREFILL_ATTN", "0", 1);  // every call goes through the split-K kernel

@@ -455,7 +455,10 @@ struct AttnCase {
   int hd, group, hkv;
 };
 
-void RunAttention(DType dt, const AttnCase& c, const BatchSpec& spec, std::mt19937& g, bool rope_path) {
+// rope_form >= 0 fixes the RoPE variant to whole-head rotary with bit 0 = interleaved and bit 1 =
+// q/k norm (else all are drawn at random).
+void RunAttention(DType dt, const AttnCase& c, const BatchSpec& spec, std::mt19937& g, bool rope_path,
+                  int rope_form = -1) {
   Pair p(dt);
   const HostBatch h = MakePagedBatch(g, spec.ctx, spec.q_len, spec.block_size);
   const int hq = c.hkv * c.group, hd = c.hd, row = (hq + 2 * c.hkv) * hd;
@@ -475,14 +478,14 @@ void RunAttention(DType dt, const AttnCase& c, const BatchSpec& spec, std::mt199
 
   if (rope_path) {
     RopeSpec rope;
-    const int variant = Rand(g, 0, 3);
+    const int variant = rope_form >= 0 ? 0 : Rand(g, 0, 3);
     rope.rotary_dim = variant == 3 ? 0 : (variant == 2 ? std::max(2, hd / 2 / 2 * 2) : hd);
-    rope.interleaved = Rand(g, 0, 1) == 1;
+    rope.interleaved = rope_form >= 0 ? (rope_form & 1) != 0 : Rand(g, 0, 1) == 1;
     rope.attention_factor = variant == 1 ? 1.2f : 1.0f;
     std::vector<float> inv(std::max(1, rope.rotary_dim / 2));
     for (size_t i = 0; i < inv.size(); ++i) inv[i] = std::pow(10000.0f, -2.0f * i / std::max(1, rope.rotary_dim));
     Buf ic = Upload(*p.cpu, DType::kF32, {int64_t(inv.size())}, inv), ig = Upload(*p.gpu, DType::kF32, {int64_t(inv.size())}, inv);
-    const bool qk_norm = Rand(g, 0, 1) == 1;
+    const bool qk_norm = rope_form >= 0 ? (rope_form & 2) != 0 : Rand(g, 0, 1) == 1;
     std::vector<float> qn = Random(g, hd, 0.5f, 1.5f), kn = Random(g, hd, 0.5f, 1.5f);
     Buf qnc = Upload(*p.cpu, DType::kF32, {hd}, qn), qng = Upload(*p.gpu, DType::kF32, {hd}, qn);
     Buf knc = Upload(*p.cpu, DType::kF32, {hd}, kn), kng = Upload(*p.gpu, DType::kF32, {hd}, kn);
@@ -538,6 +541,13 @@ TEST(CudaOpsRope, RopeNormWriteKvAllVariants) {
     s.ctx = {0, 5};
     s.q_len = {300, 40};
     for (int hd : {64, 128, 80}) RunAttention(dt, {hd, 4, 2}, s, g, true);
+    // Whole-head rotary, both pairings, with and without q/k norm: over 340 tokens (the register
+    // path, where a head is 32 vectors of 4-16 bytes) and over a decode batch (the general path).
+    for (int form = 0; form < 4; ++form)
+      for (int hd : {64, 128, 256}) {
+        RunAttention(dt, {hd, 4, 2}, s, g, true, form);
+        RunAttention(dt, {hd, 8, 1}, RandomSpec(g, false), g, true, form);
+      }
   }
 }
 

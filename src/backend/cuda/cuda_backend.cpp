@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <memory>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -19,6 +19,7 @@
 #include "backend/cuda/gemm_lt.h"
 #include "backend/cuda/kernels/kernels.h"
 #include "backend/cuda/kernels/sampling.h"
+#include "backend/cuda/op_times.h"
 
 namespace kiln {
 namespace {
@@ -55,7 +56,13 @@ class CudaBackend final : public Backend {
     fused_gated_ = flag("KILN_CUDA_FUSED_GATED", false);
     fused_residual_ = flag("KILN_CUDA_FUSED_RESIDUAL", true);
     split_mixed_ = flag("KILN_CUDA_SPLIT_MIXED_ATTN", true);
-    fold_norm_ = flag("KILN_CUDA_FOLD_NORM", true);  // 0: mixed steps wholly on the prefill kernel
+    fold_norm_ = flag("KILN_CUDA_FOLD_NORM", true);
+    // KILN_CUDA_DECODE_STREAMK: 0 = cluster split-K kernel only, 1 = stream-K for every
+    // decode-only batch (tests, A/B); unset = stream-K for large batches.
+    const char* sk = std::getenv("KILN_CUDA_DECODE_STREAMK");
+    decode_split_ = !sk || !*sk    ? cuda::DecodeSplit::kAuto
+                    : sk[0] == '0' ? cuda::DecodeSplit::kClusters
+                                   : cuda::DecodeSplit::kStreamK;
     const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
     graphs_enabled_ = !(graphs && graphs[0] == '0');
   }
@@ -157,6 +164,7 @@ class CudaBackend final : public Backend {
   Status Synchronize() override {
     cudaError_t e = cudaStreamSynchronize(stream_);
     if (e != cudaSuccess) Record(e, "stream synchronize");
+    if (times_.on()) times_.Collect();
     Status st = error_;
     error_ = Status::Ok();
     return st;
@@ -226,6 +234,7 @@ class CudaBackend final : public Backend {
     }
     std::string err = lt_->Run(out.data, x.data, w.w.data, m, n, k, et_, stream_);
     if (!err.empty()) return Fail("Linear: " + err);
+    MarkGemm("Linear", n, k);
     if (bp) Record(cuda::LaunchAddBias(out.data, bp, m, n, et_, stream_), "Linear (bias)");
   }
   // The residual add rides in the GEMM's epilogue: the streaming kernels add into the residual
@@ -246,6 +255,7 @@ class CudaBackend final : public Backend {
     }
     std::string err = lt_->Run(residual.data, x.data, w.w.data, m, n, k, et_, stream_, /*beta=*/1.0f);
     if (!err.empty()) return Fail("LinearResidual: " + err);
+    MarkGemm("LinearResidual", n, k);
   }
   void RopeWriteKv(Tensor qkv, const AttentionBatch& batch, const AttentionShape& s, const RopeSpec& rope,
                    const Tensor& q_norm, const Tensor& k_norm, float norm_eps, KvCacheLayer cache) override {
@@ -296,7 +306,7 @@ class CudaBackend final : public Backend {
         dec.n_seqs = n_dec;
         dec.n_tokens = n_dec;
         dec.max_q_len = 1;
-        Record(cuda::LaunchDecodeAttention(dec, et_, nullptr, num_sms_, stream_), "Attention (decode rows)");
+        DecodeAttention(dec, "Attention (decode rows)");
         cuda::AttnArgs pre = a;  // q_start keeps absolute token offsets
         pre.q_start += n_dec;
         pre.seq_lens += n_dec;
@@ -309,14 +319,17 @@ class CudaBackend final : public Backend {
       Record(cuda::LaunchPrefillAttention(a, et_, stream_), "Attention (prefill)");
       return;
     }
-    const size_t ws = cuda::DecodeAttentionWorkspaceBytes(a, num_sms_);
+    DecodeAttention(a, "Attention (split-K)");
+  }
+  // The decode kernel; its stream-K variant needs a workspace, grown here outside recordings.
+  void DecodeAttention(const cuda::AttnArgs& a, const char* what) {
+    const size_t ws = cuda::DecodeAttentionWorkspaceBytes(a, et_, num_sms_, decode_split_);
     if (ws > attn_ws_bytes_) {
-      // The decode kernel needs none today; a kernel that did would grow it here, outside recordings.
       if (capturing_) return Fail("Attention: a split-K workspace cannot be allocated while recording a step graph");
       Status st = GrowAttentionWorkspace(ws);
       if (!st.ok()) return Fail("Attention: " + st.message());
     }
-    Record(cuda::LaunchDecodeAttention(a, et_, attn_ws_, num_sms_, stream_), "Attention (split-K)");
+    Record(cuda::LaunchDecodeAttention(a, et_, attn_ws_, num_sms_, stream_, decode_split_), what);
   }
 
   // ---- step graphs ----
@@ -329,6 +342,7 @@ class CudaBackend final : public Backend {
       cudaGetLastError();
       return Internal(name_ + ": step graph launch: " + CudaErr(e));
     }
+    if (times_.on()) times_.Mark(stream_, "step graph replay");
     return true;
   }
   Status CaptureGraph(uint64_t key, const std::function<Status()>& enqueue) override {
@@ -502,8 +516,9 @@ class CudaBackend final : public Backend {
     if (attn_ws_) cudaFree(attn_ws_);
     attn_ws_ = nullptr;
     attn_ws_bytes_ = 0;
-    if (cudaMalloc(&attn_ws_, bytes) != cudaSuccess) {
+    if (cudaMalloc(&attn_ws_, bytes) != cudaSuccess || cudaMemset(attn_ws_, 0, bytes) != cudaSuccess) {
       cudaGetLastError();
+      if (attn_ws_) cudaFree(attn_ws_);
       attn_ws_ = nullptr;
       return Status(ErrorCode::kOutOfMemory, "cannot allocate " + std::to_string(bytes) + " bytes of split-K workspace");
     }
@@ -515,9 +530,16 @@ class CudaBackend final : public Backend {
     if (error_.ok()) error_ = InvalidArgument(name_ + ": " + msg);
   }
   void Record(cudaError_t e, const char* what) {
-    if (e == cudaSuccess) return;
+    if (e == cudaSuccess) {
+      if (times_.on() && !capturing_) times_.Mark(stream_, what);
+      return;
+    }
     cudaGetLastError();
     if (error_.ok()) error_ = Internal(name_ + ": " + what + ": " + CudaErr(e));
+  }
+  void MarkGemm(const char* op, int64_t n, int64_t k) {
+    if (times_.on() && !capturing_)
+      times_.Mark(stream_, std::string(op) + " (cuBLASLt " + std::to_string(n) + "x" + std::to_string(k) + ")");
   }
   bool Act(const char* op, std::initializer_list<const Tensor*> ts) {
     for (const Tensor* t : ts) {
@@ -618,13 +640,15 @@ class CudaBackend final : public Backend {
   void* device_stage_[2] = {nullptr, nullptr};  // device landing for converting uploads
   cudaEvent_t upload_done_[2] = {nullptr, nullptr};
   bool prefill_enabled_ = true;
-  bool graphs_enabled_ = true;
+  bool graphs_enabled_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
   bool fused_gated_ = false;
   bool fused_residual_ = true;
   bool fold_norm_ = true;  // RMSNorm weights folded into the next projection; one-token GEMVs normalise x
-  bool split_mixed_ = true;  // KILN_CUDA_GRAPHS=0 runs every step op by op
+  bool split_mixed_ = true;  // KILN_CUDA_SPLIT_MIXED_ATTN=0: mixed steps wholly on the prefill kernel
+  cuda::DecodeSplit decode_split_ = cuda::DecodeSplit::kAuto;
   bool capturing_ = false;
   std::unordered_map<uint64_t, cudaGraphExec_t> graphs_;
+  cuda::OpTimes times_;
   Status error_;
 };
 

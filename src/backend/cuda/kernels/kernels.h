@@ -108,9 +108,15 @@ struct AttnArgs {
   float softcap = 0.0f;
 };
 // Split-K paged attention, one query token per block row; works for any batch (used for decode
-// and as the general fallback). Needs a workspace of DecodeAttentionWorkspaceBytes().
-size_t DecodeAttentionWorkspaceBytes(const AttnArgs& a, int num_sms);
-cudaError_t LaunchDecodeAttention(const AttnArgs& a, ElemType t, void* workspace, int num_sms, cudaStream_t s);
+// and as the general fallback). A split's ranks merge inside a thread-block cluster. Large
+// decode-only batches (one token per sequence) run a persistent stream-K kernel instead, which
+// needs DecodeAttentionWorkspaceBytes() of workspace (0 when it is not used): zero it once when
+// it is allocated (each launch leaves its counters at zero again), one head shape per workspace.
+// With no workspace the cluster kernel runs. kAuto picks by size; the others force a kernel.
+enum class DecodeSplit { kAuto, kClusters, kStreamK };
+size_t DecodeAttentionWorkspaceBytes(const AttnArgs& a, ElemType t, int num_sms, DecodeSplit mode = DecodeSplit::kAuto);
+cudaError_t LaunchDecodeAttention(const AttnArgs& a, ElemType t, void* workspace, int num_sms, cudaStream_t s,
+                                  DecodeSplit mode = DecodeSplit::kAuto);
 // Tensor-core (mma.sync) flash attention over the paged cache for f16/bf16 prefill.
 // Returns cudaErrorNotSupported for shapes it does not cover (the caller falls back).
 bool PrefillAttentionSupported(const AttnArgs& a, ElemType t);
