@@ -76,8 +76,12 @@ class DummySource final : public WeightSource {
  public:
   DummySource(const ModelConfig& c, DType dtype, uint64_t seed, Backend& b) : c_(c), dtype_(dtype), seed_(seed), b_(b) {}
   bool Has(const std::string& name) const override {
-    // Dummy engines carry exactly what the config implies.
+    // Dummy engines carry exactly what the config implies: no LM-head bias (of the supported
+    // architectures only Phi has one, and a zero bias changes nothing but the step time) and an
+    // embedding norm only where the architecture has one (BLOOM).
     if (name.find("lm_head.weight") != std::string::npos) return !c_.tie_embeddings;
+    if (name.find("lm_head.bias") != std::string::npos) return false;
+    if (name.find("embed_norm.") != std::string::npos) return c_.architecture == "bloom";
     return true;
   }
   Expected<Weight> Matrix(const std::string& name, int64_t rows, int64_t cols) override {
