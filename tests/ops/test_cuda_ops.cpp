@@ -278,6 +278,48 @@ TEST(CudaOpsLinear, GatedLinearAgainstCpu) {
 // The pre-norm block ops: NormLinear / NormGatedLinear (Norm, then the GEMV or its gated form)
 // and LinearResidual (residual add in the GEMV epilogue, or cuBLASLt accumulating with
 // beta = 1) against the CPU's composition of the plain ops.
+// One NormLinear / NormGatedLinear case on both backends: x [m, k] in [-2, 2], an RMSNorm weight
+// [k], a gated weight w [2n, k] with v its first n rows, biases b [2n] / bn [n], and poisoned
+// scratch h [m, k] and s [m, 2n]. The CPU side holds f32, the GPU side the pair's dtype.
+struct NormLinearCase {
+  std::vector<float> x, nw, w, b;
+  Expected<Weight> wc, wg, vc, vg;
+  Buf xc, xg, nc, ng, bc, bg, bnc, bng, hc, hg, sc, sg;
+
+  NormLinearCase(Pair& p, DType dt, std::mt19937& g, int m, int n, int k)
+      : x(RoundTo(dt, Random(g, int64_t(m) * k, -2.0f, 2.0f))),
+        nw(Random(g, k, 0.5f, 1.5f)),
+        w(RoundTo(dt, Random(g, int64_t(2 * n) * k, -0.1f, 0.1f))),
+        b(Random(g, 2 * n)),
+        wc(p.cpu->UploadWeight(w.data(), DType::kF32, 2 * n, k)),
+        wg(p.gpu->UploadWeight(w.data(), DType::kF32, 2 * n, k)),
+        vc(p.cpu->UploadWeight(w.data(), DType::kF32, n, k)),  // first n rows: [n, k]
+        vg(p.gpu->UploadWeight(w.data(), DType::kF32, n, k)),
+        xc(Upload(*p.cpu, DType::kF32, {m, k}, x)),
+        xg(Upload(*p.gpu, dt, {m, k}, x)),
+        nc(Upload(*p.cpu, DType::kF32, {k}, nw)),
+        ng(Upload(*p.gpu, DType::kF32, {k}, nw)),
+        bc(Upload(*p.cpu, DType::kF32, {2 * n}, b)),
+        bg(Upload(*p.gpu, DType::kF32, {2 * n}, b)),
+        bnc(Upload(*p.cpu, DType::kF32, {n}, std::vector<float>(b.begin(), b.begin() + n))),
+        bng(Upload(*p.gpu, DType::kF32, {n}, std::vector<float>(b.begin(), b.begin() + n))),
+        hc(Poisoned(*p.cpu, DType::kF32, {m, k})),
+        hg(Poisoned(*p.gpu, dt, {m, k})),
+        sc(Poisoned(*p.cpu, DType::kF32, {m, 2 * n})),
+        sg(Poisoned(*p.gpu, dt, {m, 2 * n})),
+        pair_(p) {}
+  ~NormLinearCase() {
+    for (auto* wt : {&wc, &vc})
+      if (wt->ok()) pair_.cpu->Free((*wt)->w.data);
+    for (auto* wt : {&wg, &vg})
+      if (wt->ok()) pair_.gpu->Free((*wt)->w.data);
+  }
+  bool ok() const { return wc.ok() && wg.ok() && vc.ok() && vg.ok(); }
+
+ private:
+  Pair& pair_;
+};
+
 TEST(CudaOpsLinear, NormAndResidualFusionsAgainstCpu) {
   KILN_REQUIRE_CUDA();
   const FusedKernelsOn fused_on;  // opt-in kernels: on for the backends this test creates
@@ -292,48 +334,32 @@ TEST(CudaOpsLinear, NormAndResidualFusionsAgainstCpu) {
         const bool bias = rep % 3 == 1;
         const std::string what = Name(dt) + " m=" + std::to_string(m) + " n=" + std::to_string(n) +
                                  " k=" + std::to_string(k) + (bias ? " bias" : "");
-        std::vector<float> x = RoundTo(dt, Random(g, int64_t(m) * k, -2.0f, 2.0f));
-        std::vector<float> nw = Random(g, k, 0.5f, 1.5f);
-        std::vector<float> w = RoundTo(dt, Random(g, int64_t(2 * n) * k, -0.1f, 0.1f));
-        std::vector<float> b = Random(g, 2 * n);
-        std::vector<float> res = RoundTo(dt, Random(g, int64_t(m) * n));
-        auto wc = p.cpu->UploadWeight(w.data(), DType::kF32, 2 * n, k);
-        auto wg = p.gpu->UploadWeight(w.data(), DType::kF32, 2 * n, k);
-        auto vc = p.cpu->UploadWeight(w.data(), DType::kF32, n, k);  // first n rows: [n, k]
-        auto vg = p.gpu->UploadWeight(w.data(), DType::kF32, n, k);
-        ASSERT_TRUE(wc.ok() && wg.ok() && vc.ok() && vg.ok());
-        Buf xc = Upload(*p.cpu, DType::kF32, {m, k}, x), xg = Upload(*p.gpu, dt, {m, k}, x);
-        Buf nc = Upload(*p.cpu, DType::kF32, {k}, nw), ng = Upload(*p.gpu, DType::kF32, {k}, nw);
-        Buf bc = Upload(*p.cpu, DType::kF32, {2 * n}, b), bg = Upload(*p.gpu, DType::kF32, {2 * n}, b);
-        const std::vector<float> bn(b.begin(), b.begin() + n);
-        Buf bnc = Upload(*p.cpu, DType::kF32, {n}, bn), bng = Upload(*p.gpu, DType::kF32, {n}, bn);
-        Buf hc = Poisoned(*p.cpu, DType::kF32, {m, k}), hg = Poisoned(*p.gpu, dt, {m, k});
-        Buf sc = Poisoned(*p.cpu, DType::kF32, {m, 2 * n}), sg = Poisoned(*p.gpu, dt, {m, 2 * n});
+        NormLinearCase c(p, dt, g, m, n, k);
+        ASSERT_TRUE(c.ok());
         // NormLinear
         Buf oc = Poisoned(*p.cpu, DType::kF32, {m, n}), og = Poisoned(*p.gpu, dt, {m, n});
-        p.cpu->NormLinear(oc.t, xc.t, nc.t, 1e-5f, *vc, bias ? bnc.t : Tensor(), hc.t);
-        p.gpu->NormLinear(og.t, xg.t, ng.t, 1e-5f, *vg, bias ? bng.t : Tensor(), hg.t);
+        p.cpu->NormLinear(oc.t, c.xc.t, c.nc.t, 1e-5f, *c.vc, bias ? c.bnc.t : Tensor(), c.hc.t);
+        p.gpu->NormLinear(og.t, c.xg.t, c.ng.t, 1e-5f, *c.vg, bias ? c.bng.t : Tensor(), c.hg.t);
         p.Sync();
         ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt), "NormLinear " + what);
         // NormGatedLinear
         Buf ac = Poisoned(*p.cpu, DType::kF32, {m, n}), ag = Poisoned(*p.gpu, dt, {m, n});
-        p.cpu->NormGatedLinear(ac.t, xc.t, nc.t, 1e-5f, *wc, bias ? bc.t : Tensor(), Backend::Activation::kSilu, hc.t,
-                               sc.t);
-        p.gpu->NormGatedLinear(ag.t, xg.t, ng.t, 1e-5f, *wg, bias ? bg.t : Tensor(), Backend::Activation::kSilu, hg.t,
-                               sg.t);
+        p.cpu->NormGatedLinear(ac.t, c.xc.t, c.nc.t, 1e-5f, *c.wc, bias ? c.bc.t : Tensor(), Backend::Activation::kSilu,
+                               c.hc.t, c.sc.t);
+        p.gpu->NormGatedLinear(ag.t, c.xg.t, c.ng.t, 1e-5f, *c.wg, bias ? c.bg.t : Tensor(), Backend::Activation::kSilu,
+                               c.hg.t, c.sg.t);
         p.Sync();
         ExpectClose(Read(*p.cpu, ac.t), Read(*p.gpu, ag.t), Tol(dt), "NormGatedLinear " + what);
-        // LinearResidual: residual += x @ w^T (+ b)
+        // LinearResidual: residual += x @ v^T (+ bn)
+        std::vector<float> res = RoundTo(dt, Random(g, int64_t(m) * n));
         std::vector<float> xin = RoundTo(dt, Random(g, int64_t(m) * k));
         Buf x2c = Upload(*p.cpu, DType::kF32, {m, k}, xin), x2g = Upload(*p.gpu, dt, {m, k}, xin);
         Buf rc = Upload(*p.cpu, DType::kF32, {m, n}, res), rg = Upload(*p.gpu, dt, {m, n}, res);
         Buf tc = Poisoned(*p.cpu, DType::kF32, {m, n}), tg = Poisoned(*p.gpu, dt, {m, n});
-        p.cpu->LinearResidual(rc.t, x2c.t, *vc, bias ? bnc.t : Tensor(), tc.t);
-        p.gpu->LinearResidual(rg.t, x2g.t, *vg, bias ? bng.t : Tensor(), tg.t);
+        p.cpu->LinearResidual(rc.t, x2c.t, *c.vc, bias ? c.bnc.t : Tensor(), tc.t);
+        p.gpu->LinearResidual(rg.t, x2g.t, *c.vg, bias ? c.bng.t : Tensor(), tg.t);
         p.Sync();
         ExpectClose(Read(*p.cpu, rc.t), Read(*p.gpu, rg.t), Tol(dt), "LinearResidual " + what);
-        for (auto* wt : {&wc, &vc}) p.cpu->Free((*wt)->w.data);
-        for (auto* wt : {&wg, &vg}) p.gpu->Free((*wt)->w.data);
       }
     }
   }
@@ -356,38 +382,22 @@ TEST(CudaOpsLinear, FoldedNormWeightsAgainstCpu) {
         const bool bias = Rand(g, 0, 1) == 1;
         const std::string what = Name(dt) + (fused_gated ? " fused gated" : "") + " m=" + std::to_string(m) +
                                  " n=" + std::to_string(n) + " k=" + std::to_string(k) + (bias ? " bias" : "");
-        std::vector<float> x = RoundTo(dt, Random(g, int64_t(m) * k, -2.0f, 2.0f));
-        std::vector<float> nw = Random(g, k, 0.5f, 1.5f);
-        std::vector<float> w = RoundTo(dt, Random(g, int64_t(2 * n) * k, -0.1f, 0.1f));
-        std::vector<float> b = Random(g, 2 * n);
-        auto wc = p.cpu->UploadWeight(w.data(), DType::kF32, 2 * n, k);
-        auto wg = p.gpu->UploadWeight(w.data(), DType::kF32, 2 * n, k);
-        auto vc = p.cpu->UploadWeight(w.data(), DType::kF32, n, k);
-        auto vg = p.gpu->UploadWeight(w.data(), DType::kF32, n, k);
-        ASSERT_TRUE(wc.ok() && wg.ok() && vc.ok() && vg.ok());
-        Buf nc = Upload(*p.cpu, DType::kF32, {k}, nw), ng = Upload(*p.gpu, DType::kF32, {k}, nw);
-        ASSERT_TRUE(p.gpu->ScaleWeightColumns(*wg, ng.t).ok());
-        ASSERT_TRUE(p.gpu->ScaleWeightColumns(*vg, ng.t).ok());
-        Buf xc = Upload(*p.cpu, DType::kF32, {m, k}, x), xg = Upload(*p.gpu, dt, {m, k}, x);
-        Buf bc = Upload(*p.cpu, DType::kF32, {2 * n}, b), bg = Upload(*p.gpu, DType::kF32, {2 * n}, b);
-        const std::vector<float> bn(b.begin(), b.begin() + n);
-        Buf bnc = Upload(*p.cpu, DType::kF32, {n}, bn), bng = Upload(*p.gpu, DType::kF32, {n}, bn);
-        Buf hc = Poisoned(*p.cpu, DType::kF32, {m, k}), hg = Poisoned(*p.gpu, dt, {m, k});
-        Buf sc = Poisoned(*p.cpu, DType::kF32, {m, 2 * n}), sg = Poisoned(*p.gpu, dt, {m, 2 * n});
+        NormLinearCase c(p, dt, g, m, n, k);
+        ASSERT_TRUE(c.ok());
+        ASSERT_TRUE(p.gpu->ScaleWeightColumns(*c.wg, c.ng.t).ok());
+        ASSERT_TRUE(p.gpu->ScaleWeightColumns(*c.vg, c.ng.t).ok());
         Buf oc = Poisoned(*p.cpu, DType::kF32, {m, n}), og = Poisoned(*p.gpu, dt, {m, n});
-        p.cpu->NormLinear(oc.t, xc.t, nc.t, 1e-5f, *vc, bias ? bnc.t : Tensor(), hc.t);
-        p.gpu->NormLinear(og.t, xg.t, Tensor(), 1e-5f, *vg, bias ? bng.t : Tensor(), hg.t);
+        p.cpu->NormLinear(oc.t, c.xc.t, c.nc.t, 1e-5f, *c.vc, bias ? c.bnc.t : Tensor(), c.hc.t);
+        p.gpu->NormLinear(og.t, c.xg.t, Tensor(), 1e-5f, *c.vg, bias ? c.bng.t : Tensor(), c.hg.t);
         p.Sync();
         ExpectClose(Read(*p.cpu, oc.t), Read(*p.gpu, og.t), Tol(dt), "folded NormLinear " + what);
         Buf ac = Poisoned(*p.cpu, DType::kF32, {m, n}), ag = Poisoned(*p.gpu, dt, {m, n});
-        p.cpu->NormGatedLinear(ac.t, xc.t, nc.t, 1e-5f, *wc, bias ? bc.t : Tensor(), Backend::Activation::kSilu, hc.t,
-                               sc.t);
-        p.gpu->NormGatedLinear(ag.t, xg.t, Tensor(), 1e-5f, *wg, bias ? bg.t : Tensor(), Backend::Activation::kSilu,
-                               hg.t, sg.t);
+        p.cpu->NormGatedLinear(ac.t, c.xc.t, c.nc.t, 1e-5f, *c.wc, bias ? c.bc.t : Tensor(), Backend::Activation::kSilu,
+                               c.hc.t, c.sc.t);
+        p.gpu->NormGatedLinear(ag.t, c.xg.t, Tensor(), 1e-5f, *c.wg, bias ? c.bg.t : Tensor(),
+                               Backend::Activation::kSilu, c.hg.t, c.sg.t);
         p.Sync();
         ExpectClose(Read(*p.cpu, ac.t), Read(*p.gpu, ag.t), Tol(dt), "folded NormGatedLinear " + what);
-        for (auto* wt : {&wc, &vc}) p.cpu->Free((*wt)->w.data);
-        for (auto* wt : {&wg, &vg}) p.gpu->Free((*wt)->w.data);
       }
     }
     unsetenv("KILN_CUDA_FUSED_GATED");
