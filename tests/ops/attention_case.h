@@ -18,6 +18,23 @@ struct Case {
   int window = 0;
   float softcap = 0.0f;
   bool alibi = false;
+
+  // The same case with a sliding window, a logit softcap or ALiBi.
+  Case Windowed(int w) const {
+    Case c = *this;
+    c.window = w;
+    return c;
+  }
+  Case Softcapped(float cap) const {
+    Case c = *this;
+    c.softcap = cap;
+    return c;
+  }
+  Case WithAlibi() const {
+    Case c = *this;
+    c.alibi = true;
+    return c;
+  }
 };
 
 // A packed batch over a paged cache whose physical blocks are handed out in shuffled order (plus

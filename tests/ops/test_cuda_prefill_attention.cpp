@@ -34,15 +34,9 @@ TEST(CudaPrefillAttention, LongRaggedAndChunkedPrefill) {
     RunCase(dt, {64, 8, 1, 64, {100}, {2000}}, g);
     RunCase(dt, {96, 4, 1, 16, {0, 31}, {333, 64}}, g);
     // Sliding window across many tiles, softcap, ALiBi.
-    Case w{128, 4, 2, 16, {1000}, {1500}};
-    w.window = 700;
-    RunCase(dt, w, g);
-    Case s{256, 2, 2, 16, {0}, {1024}};
-    s.softcap = 30.0f;
-    RunCase(dt, s, g);
-    Case a{128, 4, 2, 16, {0, 33}, {700, 190}};
-    a.alibi = true;
-    RunCase(dt, a, g);
+    RunCase(dt, Case{128, 4, 2, 16, {1000}, {1500}}.Windowed(700), g);
+    RunCase(dt, Case{256, 2, 2, 16, {0}, {1024}}.Softcapped(30.0f), g);
+    RunCase(dt, Case{128, 4, 2, 16, {0, 33}, {700, 190}}.WithAlibi(), g);
   }
 }
 

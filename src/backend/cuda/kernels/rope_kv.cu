@@ -81,17 +81,7 @@ __global__ void __launch_bounds__(kThreads) RopeKvKernel(RopeKvArgs a, int heads
                    (reinterpret_cast<uintptr_t>(row) % 16) == 0 && (hd * sizeof(T)) % 16 == 0;
   auto load_head = [&](const T* src, float* dst) {
     if (vec) {
-      Lane16<T> v;
-      const void* from = src + lane * per_lane;
-      if (lane_bytes == 16) {
-        v.u = *reinterpret_cast<const uint4*>(from);
-      } else if (lane_bytes == 8) {
-        const uint2 t = *reinterpret_cast<const uint2*>(from);
-        v.u.x = t.x;
-        v.u.y = t.y;
-      } else {
-        v.u.x = *reinterpret_cast<const uint32_t*>(from);
-      }
+      const Lane16<T> v = LoadLane(src + lane * per_lane, lane_bytes);
 #pragma unroll
       for (int e = 0; e < static_cast<int>(16 / sizeof(T)); ++e)
         if (e < per_lane) dst[lane * per_lane + e] = ToF32(v.e[e]);
@@ -105,10 +95,7 @@ __global__ void __launch_bounds__(kThreads) RopeKvKernel(RopeKvArgs a, int heads
 #pragma unroll
       for (int e = 0; e < static_cast<int>(16 / sizeof(T)); ++e)
         if (e < per_lane) v.e[e] = FromF32<T>(src[lane * per_lane + e]);
-      void* to = dst + lane * per_lane;
-      if (lane_bytes == 16) *reinterpret_cast<uint4*>(to) = v.u;
-      else if (lane_bytes == 8) *reinterpret_cast<uint2*>(to) = make_uint2(v.u.x, v.u.y);
-      else *reinterpret_cast<uint32_t*>(to) = v.u.x;
+      StoreLane(dst + lane * per_lane, v, lane_bytes);
     } else {
       for (int d = lane; d < hd; d += 32) dst[d] = FromF32<T>(src[d]);
     }
