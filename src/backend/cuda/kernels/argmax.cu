@@ -75,8 +75,9 @@ cudaError_t LaunchArgmaxRows(int32_t* out, const void* logits, int64_t rows, int
   if (rows <= 0) return cudaSuccess;
   if (rows > INT_MAX || vocab <= 0) return cudaErrorInvalidValue;
   const bool vec = reinterpret_cast<uintptr_t>(logits) % 16 == 0 && (vocab * ElemBytes(t)) % 16 == 0;
-  KILN_DISPATCH_FLOAT(t, T, ArgmaxRowsKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
-      out, static_cast<const T*>(logits), vocab, vec));
+  KILN_DISPATCH_FLOAT(t, T,
+                      ArgmaxRowsKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+                          out, static_cast<const T*>(logits), vocab, vec));
   return cudaGetLastError();
 }
 
