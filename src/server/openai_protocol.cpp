@@ -62,8 +62,9 @@ class Fields {
       return true;
     }
     if (v->is_number_unsigned()) {
-      uint64_t u = v->get<uint64_t>();
-      if (u > static_cast<uint64_t>(hi)) return Range(name, lo, hi);
+      const uint64_t u = v->get<uint64_t>();  // non-negative JSON integers land here (0 included)
+      if (hi < 0 || u > static_cast<uint64_t>(hi) || (lo > 0 && u < static_cast<uint64_t>(lo)))
+        return Range(name, lo, hi);
       out = static_cast<int64_t>(u);
       return true;
     }

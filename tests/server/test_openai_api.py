@@ -140,6 +140,11 @@ def test_errors(client, server):
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model=MODEL_NAME, prompt=PROMPT, max_tokens=0)
     assert e.value.status_code == 400 and e.value.body["param"] == "max_tokens"
+    # 0 is a non-negative JSON integer below n's minimum: an error naming n, not a request of no choices
+    # (found by tests/fuzz/fuzz_openai_request.cpp)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.completions.create(model=MODEL_NAME, prompt=PROMPT, max_tokens=4, n=0)
+    assert 400 <= e.value.status_code < 500 and e.value.body["param"] == "n"
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="gpt-4", prompt=PROMPT, max_tokens=4)
     with pytest.raises(openai.APIStatusError) as e:
