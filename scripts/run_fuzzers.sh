@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tests/fuzz) in build-fuzz with clang and runs each for a bounded
-# time, seeded with the real fixture files plus tiny synthetic files. Fails on any crash.
+# time, seeded with the real fixture files (and the real chat templates) plus tiny synthetic files and
+# the request and template seeds in tests/fuzz/seeds. Fails on any crash.
 #   FUZZ_SECONDS   seconds per target (default 60)
-#   FUZZ_TARGETS   subset, e.g. "gguf llama2c" (default: safetensors gguf llama2c)
+#   FUZZ_TARGETS   subset, e.g. "gguf llama2c" (default: safetensors gguf llama2c chat_template openai_request)
 #   KILN_SHARED_DIR  fixtures root (default: ./shared or ../shared)
 #   FUZZ_JOBS      build parallelism (default 2)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
-TARGETS="${FUZZ_TARGETS:-safetensors gguf llama2c}"
+TARGETS="${FUZZ_TARGETS:-safetensors gguf llama2c chat_template openai_request}"
 BUILD="$ROOT/build-fuzz"
 SHARED="${KILN_SHARED_DIR:-}"
 if [[ -z "$SHARED" ]]; then
@@ -26,7 +27,9 @@ cmake --build "$BUILD" -j"${FUZZ_JOBS:-2}" --target $(for t in $TARGETS; do prin
 # inputs mutate much faster than the 1 MB real files).
 CORPUS="$BUILD/corpus"
 rm -rf "$CORPUS"
-mkdir -p "$CORPUS"/{safetensors,gguf,llama2c}
+mkdir -p "$CORPUS"/{safetensors,gguf,llama2c,chat_template,openai_request}
+cp tests/fuzz/seeds/*.jinja "$CORPUS/chat_template/"
+cp tests/fuzz/seeds/openai_request_*.json "$CORPUS/openai_request/"
 if [[ -n "$SHARED" ]]; then
   cp "$SHARED/fixtures/stories260K-hf/model.safetensors" "$CORPUS/safetensors/" 2>/dev/null || true
   for f in "$SHARED"/fixtures/hf-tiny/llama/model.safetensors "$SHARED"/fixtures/lora/*/adapter_model.safetensors; do
@@ -34,6 +37,22 @@ if [[ -n "$SHARED" ]]; then
   done
   cp "$SHARED/models/stories260K/stories260K.gguf" "$CORPUS/gguf/" 2>/dev/null || true
   # (not the ggml-vocab files: 30k-50k-token vocabularies make each execution ~100x slower)
+  # Chat templates of real models: tokenizer_config.json "chat_template" (a string or named
+  # templates), chat_template*.json and *.jinja files.
+  python3 - "$SHARED/tokenizers" "$CORPUS/chat_template" <<'PY' || true
+import glob, json, os, sys
+src, out = sys.argv[1], sys.argv[2]
+found = []
+for f in glob.glob(f"{src}/*/tokenizer_config.json") + glob.glob(f"{src}/*/*chat_template*.json"):
+    try:
+        ct = json.load(open(f)).get("chat_template")
+    except Exception:
+        continue
+    found += [e.get("template") for e in ct] if isinstance(ct, list) else [ct]
+found += [open(f).read() for f in glob.glob(f"{src}/*/*.jinja")]
+for i, t in enumerate(x for x in found if isinstance(x, str) and x):
+    open(os.path.join(out, f"model_{i}.jinja"), "w").write(t)
+PY
   cp "$SHARED/models/stories260K/stories260K.bin" "$SHARED/models/stories260K/stories260K_v1.bin" \
     "$CORPUS/llama2c/" 2>/dev/null || true
 else
@@ -87,8 +106,10 @@ for t in $TARGETS; do
   rm -rf "$work" && mkdir -p "$work/corpus"
   echo "== fuzz_$t for ${SECONDS_EACH}s (seeds: $(ls "$CORPUS/$t" | wc -l))"
   # The live corpus is a scratch copy; crashes land in $work as crash-*.
+  dict=()
+  [[ -f "tests/fuzz/$t.dict" ]] && dict=(-dict="$ROOT/tests/fuzz/$t.dict")
   if ! (cd "$work" && "$BUILD/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=4096 \
-        -max_len=2097152 -print_final_stats=1 corpus "$CORPUS/$t" >"$work/log.txt" 2>&1); then
+        -max_len=2097152 -print_final_stats=1 "${dict[@]}" corpus "$CORPUS/$t" >"$work/log.txt" 2>&1); then
     echo "!! fuzz_$t FAILED; see $work/log.txt and $work/crash-*"
     grep -E "ERROR|SUMMARY|crash-|Test unit written" "$work/log.txt" | head -20 || true
     status=1
