@@ -3,14 +3,15 @@
 # time, seeded with the real fixture files (and the real chat templates) plus tiny synthetic files and
 # the request and template seeds in tests/fuzz/seeds. Fails on any crash.
 #   FUZZ_SECONDS   seconds per target (default 60)
-#   FUZZ_TARGETS   subset, e.g. "gguf llama2c" (default: safetensors gguf llama2c chat_template openai_request)
+#   FUZZ_TARGETS   subset, e.g. "gguf llama2c" (default: safetensors gguf llama2c chat_template openai_request
+#                  tokenizer; tokenizer needs the shared fixtures' tokenizer.json files)
 #   KILN_SHARED_DIR  fixtures root (default: ./shared or ../shared)
 #   FUZZ_JOBS      build parallelism (default 2)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
-TARGETS="${FUZZ_TARGETS:-safetensors gguf llama2c chat_template openai_request}"
+TARGETS="${FUZZ_TARGETS:-safetensors gguf llama2c chat_template openai_request tokenizer}"
 BUILD="$ROOT/build-fuzz"
 SHARED="${KILN_SHARED_DIR:-}"
 if [[ -z "$SHARED" ]]; then
@@ -27,9 +28,10 @@ cmake --build "$BUILD" -j"${FUZZ_JOBS:-2}" --target $(for t in $TARGETS; do prin
 # inputs mutate much faster than the 1 MB real files).
 CORPUS="$BUILD/corpus"
 rm -rf "$CORPUS"
-mkdir -p "$CORPUS"/{safetensors,gguf,llama2c,chat_template,openai_request}
+mkdir -p "$CORPUS"/{safetensors,gguf,llama2c,chat_template,openai_request,tokenizer}
 cp tests/fuzz/seeds/*.jinja "$CORPUS/chat_template/"
 cp tests/fuzz/seeds/openai_request_*.json "$CORPUS/openai_request/"
+cp tests/fuzz/seeds/tokenizer_*.txt "$CORPUS/tokenizer/"
 if [[ -n "$SHARED" ]]; then
   cp "$SHARED/fixtures/stories260K-hf/model.safetensors" "$CORPUS/safetensors/" 2>/dev/null || true
   for f in "$SHARED"/fixtures/hf-tiny/llama/model.safetensors "$SHARED"/fixtures/lora/*/adapter_model.safetensors; do
@@ -100,8 +102,23 @@ out += b"\0" * (-len(out) % 32)
 open(f"{c}/gguf/tiny_llama.gguf", "wb").write(out + data)
 PY
 
+# The real tokenizers fuzz_tokenizer encodes with (byte-level BPE, SentencePiece-style BPE, Qwen's
+# NFC + split, ChatGLM's); without the fixtures that target is skipped.
+KILN_FUZZ_TOKENIZERS=""
+if [[ -n "$SHARED" ]]; then
+  for m in llama3 llama2 gpt2 qwen2.5 phi3 chatglm3; do
+    f="$SHARED/tokenizers/$m/tokenizer.json"
+    [[ -f "$f" ]] && KILN_FUZZ_TOKENIZERS="${KILN_FUZZ_TOKENIZERS:+$KILN_FUZZ_TOKENIZERS:}$f"
+  done
+fi
+export KILN_FUZZ_TOKENIZERS
+
 status=0
 for t in $TARGETS; do
+  if [[ $t == tokenizer && -z "$KILN_FUZZ_TOKENIZERS" ]]; then
+    echo "== fuzz_tokenizer skipped: no tokenizer.json fixtures found"
+    continue
+  fi
   work="$BUILD/run_$t"
   rm -rf "$work" && mkdir -p "$work/corpus"
   echo "== fuzz_$t for ${SECONDS_EACH}s (seeds: $(ls "$CORPUS/$t" | wc -l))"
