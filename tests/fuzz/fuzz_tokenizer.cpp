@@ -32,7 +32,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     at = end + 1;
     if (path.empty()) continue;
     auto j = kiln::tok::ReadJsonFile(path);
-    auto spec = j.ok() ? kiln::tok::SpecFromTokenizerJson(*j, path) : kiln::Expected<kiln::tok::PipelineSpec>(j.status());
+    auto spec =
+        j.ok() ? kiln::tok::SpecFromTokenizerJson(*j, path) : kiln::Expected<kiln::tok::PipelineSpec>(j.status());
     if (!spec.ok()) {
       std::fprintf(stderr, "fuzz_tokenizer: %s: %s\n", path.c_str(), spec.status().message().c_str());
       std::abort();
