@@ -55,6 +55,28 @@ found += [open(f).read() for f in glob.glob(f"{src}/*/*.jinja")]
 for i, t in enumerate(x for x in found if isinstance(x, str) and x):
     open(os.path.join(out, f"model_{i}.jinja"), "w").write(t)
 PY
+  # Small tokenizer.json documents for fuzz_tokenizer's loader path: the real ones with their
+  # vocabularies cut to 300 entries (and the merges among those), so each run stays fast.
+  python3 - "$SHARED/tokenizers" "$CORPUS/tokenizer" <<'PY' || true
+import json, os, sys
+src, out = sys.argv[1], sys.argv[2]
+for name in ("gpt2", "llama2", "llama3", "qwen2.5", "chatglm3"):
+    try:
+        j = json.load(open(f"{src}/{name}/tokenizer.json"))
+    except Exception:
+        continue
+    m = j["model"]
+    order = sorted(m["vocab"].items(), key=lambda kv: kv[1])[:300]
+    m["vocab"] = {k: i for i, (k, _) in enumerate(order)}
+    merges = []
+    for mg in m.get("merges", []):
+        a, b = mg.split(" ", 1) if isinstance(mg, str) else mg
+        if a in m["vocab"] and b in m["vocab"] and a + b in m["vocab"]:
+            merges.append(mg)
+    m["merges"] = merges[:200]
+    j["added_tokens"] = [dict(t, id=300 + i) for i, t in enumerate(j.get("added_tokens", [])[:4])]
+    open(os.path.join(out, f"doc_{name}.json"), "w").write(json.dumps(j, ensure_ascii=False))
+PY
   cp "$SHARED/models/stories260K/stories260K.bin" "$SHARED/models/stories260K/stories260K_v1.bin" \
     "$CORPUS/llama2c/" 2>/dev/null || true
 else

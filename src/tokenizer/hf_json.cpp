@@ -1,5 +1,6 @@
 // tokenizer.json -> PipelineSpec (HF tokenizers semantics).
 #include <algorithm>
+#include <climits>
 
 #include "tokenizer/hf_loaders.h"
 #include "tokenizer/text_util.h"
@@ -22,10 +23,15 @@ int Int(const json& j, const char* key, int dflt) {
   auto it = j.find(key);
   return it != j.end() && it->is_number_integer() ? it->get<int>() : dflt;
 }
+// A token id: a non-negative JSON integer below 2^31 (anything else is -1).
+int32_t Id(const json& v) {
+  if (!v.is_number_integer()) return -1;
+  const int64_t id = v.get<int64_t>();
+  return id >= 0 && id < INT32_MAX ? static_cast<int32_t>(id) : -1;
+}
 
 // {"String": "x"} or {"Regex": "..."}: literal or compiled regex.
-Status ParsePattern(const json& p, const std::string& where, std::string* literal,
-                    std::shared_ptr<Regex>* regex) {
+Status ParsePattern(const json& p, const std::string& where, std::string* literal, std::shared_ptr<Regex>* regex) {
   if (p.is_object() && p.contains("String") && p["String"].is_string()) {
     *literal = p["String"].get<std::string>();
     return {};
@@ -64,8 +70,7 @@ Status ParseNormalizer(const json& j, const std::string& src, std::vector<Normal
   else if (type == "Prepend")
     op.kind = NormalizerOp::kPrepend, op.a = Str(j, "prepend");
   else if (type == "Strip")
-    op.kind = NormalizerOp::kStrip, op.left = Bool(j, "strip_left", true),
-    op.right = Bool(j, "strip_right", true);
+    op.kind = NormalizerOp::kStrip, op.left = Bool(j, "strip_left", true), op.right = Bool(j, "strip_right", true);
   else if (type == "Replace") {
     op.kind = NormalizerOp::kReplace;
     op.b = Str(j, "content");
@@ -156,8 +161,7 @@ Status ParseDecoder(const json& j, const std::string& src, std::vector<DecoderOp
   const std::string type = Str(j, "type");
   const std::string where = src + ": decoder " + type;
   if (type == "Sequence") {
-    for (const json& n : j.value("decoders", json::array()))
-      KILN_RETURN_IF_ERROR(ParseDecoder(n, src, out, depth + 1));
+    for (const json& n : j.value("decoders", json::array())) KILN_RETURN_IF_ERROR(ParseDecoder(n, src, out, depth + 1));
     return {};
   }
   DecoderOp op{};
@@ -216,18 +220,20 @@ Status ParsePostProcessor(const json& j, const std::string& src, PipelineSpec* s
       auto it = specials.find(name);
       if (it == specials.end() || !it->contains("ids") || !(*it)["ids"].is_array())
         return Corrupt(where + ": special token '" + name + "' has no ids");
-      for (const json& id : (*it)["ids"])
-        (after ? spec->suffix_ids : spec->prefix_ids).push_back(id.get<int32_t>());
+      for (const json& id : (*it)["ids"]) {
+        if (Id(id) < 0) return Corrupt(where + ": special token '" + name + "' has the id " + id.dump());
+        (after ? spec->suffix_ids : spec->prefix_ids).push_back(Id(id));
+      }
     }
     return {};
   }
   if (type == "RobertaProcessing" || type == "BertProcessing") {
     const json& cls = j.value("cls", json());
     const json& sep = j.value("sep", json());
-    if (!cls.is_array() || cls.size() != 2 || !sep.is_array() || sep.size() != 2)
+    if (!cls.is_array() || cls.size() != 2 || !sep.is_array() || sep.size() != 2 || Id(cls[1]) < 0 || Id(sep[1]) < 0)
       return Corrupt(where + ": cls/sep must be [token, id]");
-    spec->prefix_ids.push_back(cls[1].get<int32_t>());
-    spec->suffix_ids.push_back(sep[1].get<int32_t>());
+    spec->prefix_ids.push_back(Id(cls[1]));
+    spec->suffix_ids.push_back(Id(sep[1]));
     return {};
   }
   return Unsupported(where + " is not supported");
@@ -243,8 +249,7 @@ Status ParseBpeModel(const json& m, const std::string& src, BpeModel* model) {
   model->mode = BpeModel::Mode::kMergeRanks;
   model->vocab.reserve(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer())
-      return Corrupt(src + ": model.vocab['" + it.key() + "'] is not an id");
+    if (!it.value().is_number_integer()) return Corrupt(src + ": model.vocab['" + it.key() + "'] is not an id");
     int64_t id = it.value().get<int64_t>();
     // Ids may leave holes, but not so many that a hostile file makes us allocate gigabytes.
     if (id < 0 || id > static_cast<int64_t>(2 * vocab.size() + 1024))
@@ -294,12 +299,19 @@ Expected<PipelineSpec> SpecFromTokenizerJson(const json& j, const std::string& s
   KILN_RETURN_IF_ERROR(ParsePreTokenizer(j.value("pre_tokenizer", json()), src, &spec.pretokenizers));
   KILN_RETURN_IF_ERROR(ParseDecoder(j.value("decoder", json()), src, &spec.decoders));
   KILN_RETURN_IF_ERROR(ParsePostProcessor(j.value("post_processor", json()), src, &spec));
-  for (const json& t : j.value("added_tokens", json::array())) {
+  // Like the model's ids, added ids may leave holes but not gigabytes of them.
+  const json& added = j.value("added_tokens", json::array());
+  const int64_t max_id =
+      2 * static_cast<int64_t>(spec.model.pieces.size() + (added.is_array() ? added.size() : 0)) + 1024;
+  int64_t n_ids = static_cast<int64_t>(spec.model.pieces.size());
+  for (const json& t : added) {
     AddedToken a;
     a.content = Str(t, "content");
-    a.id = Int(t, "id", -1);
-    if (a.id < 0 || a.content.empty())
-      return Corrupt(src + ": added token " + t.dump() + " lacks id/content");
+    a.id = t.is_object() && t.contains("id") ? Id(t["id"]) : -1;
+    if (a.id < 0 || a.content.empty()) return Corrupt(src + ": added token " + t.dump() + " lacks id/content");
+    if (a.id > max_id)
+      return Corrupt(src + ": added token '" + a.content + "' id " + std::to_string(a.id) + " out of range");
+    n_ids = std::max<int64_t>(n_ids, a.id + 1);
     a.special = Bool(t, "special", false);
     a.lstrip = Bool(t, "lstrip", false);
     a.rstrip = Bool(t, "rstrip", false);
@@ -307,6 +319,12 @@ Expected<PipelineSpec> SpecFromTokenizerJson(const json& j, const std::string& s
     a.normalized = Bool(t, "normalized", false);
     spec.added.push_back(std::move(a));
   }
+  // The post-processor's ids must name tokens that exist: a model would index its embedding with them.
+  for (const auto* ids : {&spec.prefix_ids, &spec.suffix_ids})
+    for (int32_t id : *ids)
+      if (id >= n_ids)
+        return Corrupt(src + ": post_processor adds the token id " + std::to_string(id) +
+                       ", outside the vocabulary of " + std::to_string(n_ids));
   if (!spec.prefix_ids.empty()) spec.bos_id = spec.prefix_ids.front();
   return spec;
 }

@@ -1,13 +1,18 @@
-// libFuzzer target: real tokenizers (tokenizer.json files named in KILN_FUZZ_TOKENIZERS, colon-
-// separated; run_fuzzers.sh passes Llama-3, Llama-2, GPT-2, Qwen2.5 and Phi-3) encoding arbitrary
-// bytes, as prompts arrive from clients, must give ids inside the vocabulary, and decoding any ids
-// must not crash. The first input byte picks the tokenizer and whether special tokens are added.
+// libFuzzer target for the tokenizers, two ways in, by the input's first byte:
+//  - '{': the input is a tokenizer.json document (as a downloaded model carries): loading it must
+//    give a pipeline or an error naming the problem; a pipeline must then encode and decode a
+//    fixed text with ids inside its vocabulary.
+//  - anything else: real tokenizers (tokenizer.json files named in KILN_FUZZ_TOKENIZERS, colon-
+//    separated; run_fuzzers.sh passes Llama-3, Llama-2, GPT-2, Qwen2.5, Phi-3 and ChatGLM3) encode the
+//    rest of the input as a prompt from a client: ids inside the vocabulary, and decoding any ids
+//    must not crash. The first byte picks the tokenizer and whether special tokens are added.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tokenizer/hf_loaders.h"
@@ -47,17 +52,37 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   return 0;
 }
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (size == 0) return 0;
-  const auto& all = Tokenizers();
-  const auto& tok = *all[data[0] % all.size()];
-  const bool special = (data[0] / all.size()) % 2 == 1;
-  const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
+namespace {
+
+void EncodeDecode(const kiln::tok::PipelineTokenizer& tok, std::string_view text, bool special) {
   const std::vector<int32_t> ids = tok.Encode(text, special);
   for (int32_t id : ids)
     if (id < 0 || id >= tok.vocab_size()) __builtin_trap();
   (void)tok.Decode(ids, false);
   (void)tok.Decode(ids, true);
+}
+
+// A tokenizer.json document from the fuzzer: load, then use what loads.
+int FuzzDocument(const uint8_t* data, size_t size) {
+  const auto j = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return 0;
+  auto spec = kiln::tok::SpecFromTokenizerJson(j, "fuzz/tokenizer.json");
+  if (!spec.ok()) return 0;
+  const kiln::tok::PipelineTokenizer tok(std::move(*spec));
+  if (tok.vocab_size() <= 0) return 0;
+  EncodeDecode(tok, "Hello world! \xe4\xb8\xad\xe6\x96\x87 123 <s>\n", true);
+  return 0;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  if (data[0] == '{') return FuzzDocument(data, size);
+  const auto& all = Tokenizers();
+  const auto& tok = *all[data[0] % all.size()];
+  const bool special = (data[0] / all.size()) % 2 == 1;
+  EncodeDecode(tok, std::string_view(reinterpret_cast<const char*>(data + 1), size - 1), special);
   // The input's bytes read as ids (modulo the vocabulary): arbitrary id sequences decode too.
   std::vector<int32_t> raw;
   for (size_t i = 1; i + 1 < size; i += 2) raw.push_back(((data[i] << 8) | data[i + 1]) * 7 % tok.vocab_size());

@@ -168,6 +168,25 @@ TEST(TokenizerErrors, BadInputsAreRejectedWithMessages) {
                               "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"}})"));
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("regex"), std::string::npos) << r.status().message();
+  // Ids that are not token ids (found by tests/fuzz/fuzz_tokenizer.cpp): a post-processor id that is
+  // a string, one outside the vocabulary (a model would index its embedding with it), an added
+  // token id far past the vocabulary.
+  const std::string bpe = R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []})";
+  const std::string tp = R"("post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}},
+      {"Sequence": {"id": "A"}}], "special_tokens": {"<s>": {"id": "<s>", "ids": )";
+  r = LoadTokenizer(write("strid.json", "{" + bpe + "," + tp + R"(["x"]}}}})"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'<s>' has the id"), std::string::npos) << r.status().message();
+  r = LoadTokenizer(write("farid.json", "{" + bpe + "," + tp + R"([64790]}}}})"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("64790, outside the vocabulary of 2"), std::string::npos) << r.status().message();
+  r = LoadTokenizer(
+      write("farid_ok.json", "{" + bpe + "," + tp + R"([5]}}}, "added_tokens": [{"id": 5, "content": "<s>"}]})"));
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  r = LoadTokenizer(
+      write("hugeadded.json", "{" + bpe + R"(, "added_tokens": [{"id": 2147483646, "content": "<x>"}]})"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("out of range"), std::string::npos) << r.status().message();
   r = LoadTokenizer(write("short.bin", std::string("\x07\x00\x00\x00\x00\x00\x00\x00\xff\xff\x00\x00", 12)));
   ASSERT_FALSE(r.ok());
   r = LoadTokenizer(write("bad.tiktoken", "!!!! 0\n"));
