@@ -74,6 +74,16 @@ Status OptionalNumber(const nlohmann::json& hf, const char* key, double* out) {
   return Status::Ok();
 }
 
+Status OptionalWindow(const nlohmann::json& hf, int64_t* out) {
+  if (!hf.contains("sliding_window") || hf["sliding_window"].is_null()) return Status::Ok();
+  const nlohmann::json& v = hf["sliding_window"];
+  if (!v.is_number_integer() || v.get<int64_t>() < 0)
+    return InvalidArgument("config.json: field 'sliding_window' must be a whole number of tokens or null, got " +
+                           v.dump());
+  *out = v.get<int64_t>();
+  return Status::Ok();
+}
+
 Status MapDecoder(const ModelConfig& c, const Checkpoint& ck, const DecoderNames& n,
                   std::vector<PlannedTensor>* plan) {
   const int64_t d = c.hidden_size, f = c.intermediate_size, hd = c.head_dim;

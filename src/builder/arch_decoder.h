@@ -54,5 +54,8 @@ std::string ModelTypeOf(const nlohmann::json& hf);
 
 // Reads a float field that may be absent or null (then *out is unchanged).
 Status OptionalNumber(const nlohmann::json& hf, const char* key, double* out);
+// Reads "sliding_window": absent or null leaves *out unchanged; else a whole number of tokens
+// >= 0, or an error (a window silently dropped would change the model's outputs).
+Status OptionalWindow(const nlohmann::json& hf, int64_t* out);
 
 }  // namespace kiln

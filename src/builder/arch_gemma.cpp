@@ -41,8 +41,7 @@ Status ConfigureGemma(const json& hf, ModelConfig* c) {
   KILN_RETURN_IF_ERROR(OptionalNumber(hf, "attn_logit_softcapping", &c->attn_softcap));
   KILN_RETURN_IF_ERROR(OptionalNumber(hf, "final_logit_softcapping", &c->final_softcap));
   int64_t window = 0;
-  if (hf.contains("sliding_window") && hf["sliding_window"].is_number_integer())
-    window = hf["sliding_window"];
+  KILN_RETURN_IF_ERROR(OptionalWindow(hf, &window));
   if (window <= 0) return Status::Ok();
   // layer_types, else HF's default: even layers slide, odd layers are full.
   c->layer_sliding_window.assign(c->n_layers, 0);

@@ -1,5 +1,6 @@
 // The Llama family: Llama 1/2/3 (incl. llama3 rope scaling), Mistral (sliding window),
 // Qwen2 (qkv bias), Qwen3 (q/k norm); MHA/MQA/GQA; tied or untied embeddings.
+#include "builder/arch_decoder.h"
 #include "builder/arch_table.h"
 
 namespace kiln {
@@ -18,8 +19,7 @@ Status ConfigureLlama(const json& hf, ModelConfig* c) {
   c->qk_norm = type == "qwen3";
   // Mistral always honours sliding_window; Qwen2/3 only with use_sliding_window.
   const bool sliding = type == "mistral" || hf.value("use_sliding_window", false);
-  if (sliding && hf.contains("sliding_window") && hf["sliding_window"].is_number_integer())
-    c->sliding_window = hf["sliding_window"].get<int64_t>();
+  if (sliding) KILN_RETURN_IF_ERROR(OptionalWindow(hf, &c->sliding_window));
   return Status::Ok();
 }
 

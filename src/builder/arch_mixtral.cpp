@@ -14,8 +14,7 @@ Status ConfigureMixtral(const json& hf, ModelConfig* c) {
   c->n_experts = hf.value("num_local_experts", int64_t{8});
   c->n_experts_per_tok = hf.value("num_experts_per_tok", int64_t{2});
   c->moe_renormalize = true;
-  if (hf.contains("sliding_window") && hf["sliding_window"].is_number_integer())
-    c->sliding_window = hf["sliding_window"].get<int64_t>();
+  KILN_RETURN_IF_ERROR(OptionalWindow(hf, &c->sliding_window));
   return Status::Ok();
 }
 

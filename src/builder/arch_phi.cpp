@@ -13,8 +13,7 @@ Status ConfigurePhi(const json& hf, ModelConfig* c) {
     c->architecture = "phi3";
     c->norm = "rms";
     c->mlp = "gated";
-    if (hf.contains("sliding_window") && hf["sliding_window"].is_number_integer())
-      c->sliding_window = hf["sliding_window"].get<int64_t>();
+    KILN_RETURN_IF_ERROR(OptionalWindow(hf, &c->sliding_window));
     return Status::Ok();
   }
   c->architecture = "phi";

@@ -99,6 +99,19 @@ Expected<DType> ChooseDType(const std::string& requested, const Checkpoint* ck) 
   return DType::kBF16;
 }
 
+// HF config.json -> architecture and ModelConfig. A field of the wrong type in a downloaded config
+// (say "tie_word_embeddings": "yes") is an error naming the file, not an escaping exception.
+Status ConfigureModel(const json& hf, const ArchEntry** arch, ModelConfig* mc) {
+  try {
+    KILN_ASSIGN_OR_RETURN(*arch, FindArch(hf));
+    KILN_RETURN_IF_ERROR(ReadCommonHfConfig(hf, mc));
+    KILN_RETURN_IF_ERROR((*arch)->configure(hf, mc));
+  } catch (const json::exception& e) {
+    return InvalidArgument(std::string("config.json: a field has the wrong type (") + e.what() + ")");
+  }
+  return mc->Validate("model config");
+}
+
 }  // namespace
 
 Status BuildEngine(const BuildOptions& o, const BuildProgress& progress) {
@@ -119,11 +132,9 @@ Status BuildEngine(const BuildOptions& o, const BuildProgress& progress) {
     hf = ck.config;
   }
   if (!hf.is_object()) return InvalidArgument("the model config is not a JSON object");
-  KILN_ASSIGN_OR_RETURN(const ArchEntry* arch, FindArch(hf));
+  const ArchEntry* arch = nullptr;
   ModelConfig mc;
-  KILN_RETURN_IF_ERROR(ReadCommonHfConfig(hf, &mc));
-  KILN_RETURN_IF_ERROR(arch->configure(hf, &mc));
-  KILN_RETURN_IF_ERROR(mc.Validate("model config"));
+  KILN_RETURN_IF_ERROR(ConfigureModel(hf, &arch, &mc));
   json lora_record = json::array();
   if (!o.lora.empty()) {
     if (o.dummy_weights) return InvalidArgument("--lora cannot be merged into dummy weights");
@@ -132,7 +143,13 @@ Status BuildEngine(const BuildOptions& o, const BuildProgress& progress) {
   KILN_ASSIGN_OR_RETURN(DType dtype, ChooseDType(o.dtype, o.dummy_weights ? nullptr : &ck));
 
   std::vector<PlannedTensor> plan;
-  if (!o.dummy_weights) KILN_RETURN_IF_ERROR(arch->map_tensors(mc, ck, &plan));
+  if (!o.dummy_weights) {
+    try {  // some mappings read config.json too (Falcon's layout)
+      KILN_RETURN_IF_ERROR(arch->map_tensors(mc, ck, &plan));
+    } catch (const json::exception& e) {
+      return InvalidArgument(std::string("config.json: a field has the wrong type (") + e.what() + ")");
+    }
+  }
 
   std::error_code ec;
   fs::create_directories(o.out, ec);

@@ -107,6 +107,38 @@ TEST(ArchConfig, UnknownModelTypeNamesSupportedOnes) {
   EXPECT_NE(st.message().find("mixtral"), std::string::npos) << st.message();
 }
 
+// Fields of the wrong type in a downloaded config.json are errors naming the file, for every
+// architecture's configure step, not exceptions that end the process.
+TEST(ArchConfig, WrongFieldTypesAreErrors) {
+  if (HfTiny().empty()) GTEST_SKIP() << "shared fixtures not found (set KILN_SHARED_DIR)";
+  TempDir tmp("wrong_types");
+  const std::pair<const char*, json> cases[] = {
+      {"llama", {{"model_type", 5}}},
+      {"llama", {{"attention_bias", "yes"}}},
+      {"gpt2", {{"tie_word_embeddings", "no"}}},
+      {"llama", {{"rope_parameters", {{"rope_type", "llama3"}, {"factor", "x"}}}}},
+      {"llama", {{"num_hidden_layers", "2"}}},
+      {"mistral_sliding", {{"sliding_window", "big"}}},
+      {"falcon", {{"new_decoder_architecture", "x"}}},
+      {"bloom_alibi", {{"apply_residual_connection_post_layernorm", 1}}},
+  };
+  int i = 0;
+  for (const auto& [arch, patch] : cases) {
+    if (!fs::exists(HfTiny() + "/" + arch + "/config.json")) continue;
+    json cfg = ReadJson(HfTiny() + "/" + arch + "/config.json");
+    cfg.update(patch);
+    const std::string path = tmp / ("config" + std::to_string(i++) + ".json");
+    std::ofstream(path) << cfg.dump();
+    BuildOptions o;
+    o.hf_config = path;
+    o.dummy_weights = true;
+    o.out = tmp / "engine";
+    const Status st = BuildEngine(o);
+    EXPECT_FALSE(st.ok()) << arch << " " << patch.dump();
+    if (!st.ok()) EXPECT_FALSE(st.message().empty());
+  }
+}
+
 // A checkpoint missing a tensor the config implies is rejected with the tensor's name.
 TEST(ArchConfig, MissingTensorIsNamed) {
   if (HfTiny().empty()) GTEST_SKIP() << "shared fixtures not found (set KILN_SHARED_DIR)";
