@@ -31,7 +31,7 @@ rm -rf "$CORPUS"
 mkdir -p "$CORPUS"/{safetensors,gguf,llama2c,chat_template,openai_request,tokenizer}
 cp tests/fuzz/seeds/*.jinja "$CORPUS/chat_template/"
 cp tests/fuzz/seeds/openai_request_*.json "$CORPUS/openai_request/"
-cp tests/fuzz/seeds/tokenizer_*.txt "$CORPUS/tokenizer/"
+cp tests/fuzz/seeds/tokenizer_*.txt tests/fuzz/seeds/tokenizer_gguf_*.json "$CORPUS/tokenizer/"
 if [[ -n "$SHARED" ]]; then
   cp "$SHARED/fixtures/stories260K-hf/model.safetensors" "$CORPUS/safetensors/" 2>/dev/null || true
   for f in "$SHARED"/fixtures/hf-tiny/llama/model.safetensors "$SHARED"/fixtures/lora/*/adapter_model.safetensors; do

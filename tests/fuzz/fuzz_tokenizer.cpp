@@ -1,7 +1,8 @@
 // libFuzzer target for the tokenizers, two ways in, by the input's first byte:
-//  - '{': the input is a tokenizer.json document (as a downloaded model carries): loading it must
-//    give a pipeline or an error naming the problem; a pipeline must then encode and decode a
-//    fixed text with ids inside its vocabulary.
+//  - '{': the input is a tokenizer.json document (as a downloaded model carries), or GGUF tokenizer
+//    metadata as JSON where it has "tokenizer.ggml.model": loading it must give a pipeline or an
+//    error naming the problem; a pipeline must then encode and decode a fixed text with ids inside
+//    its vocabulary.
 //  - anything else: real tokenizers (tokenizer.json files named in KILN_FUZZ_TOKENIZERS, colon-
 //    separated; run_fuzzers.sh passes Llama-3, Llama-2, GPT-2, Qwen2.5, Phi-3 and ChatGLM3) encode the
 //    rest of the input as a prompt from a client: ids inside the vocabulary, and decoding any ids
@@ -66,7 +67,9 @@ void EncodeDecode(const kiln::tok::PipelineTokenizer& tok, std::string_view text
 int FuzzDocument(const uint8_t* data, size_t size) {
   const auto j = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return 0;
-  auto spec = kiln::tok::SpecFromTokenizerJson(j, "fuzz/tokenizer.json");
+  auto spec = j.is_object() && j.contains("tokenizer.ggml.model")
+                  ? kiln::tok::SpecFromGguf(j)
+                  : kiln::tok::SpecFromTokenizerJson(j, "fuzz/tokenizer.json");
   if (!spec.ok()) return 0;
   const kiln::tok::PipelineTokenizer tok(std::move(*spec));
   if (tok.vocab_size() <= 0) return 0;
