@@ -3,14 +3,18 @@
 //    metadata as JSON where it has "tokenizer.ggml.model": loading it must give a pipeline or an
 //    error naming the problem; a pipeline must then encode and decode a fixed text with ids inside
 //    its vocabulary.
+//  - 'T': the rest is a tiktoken ranks file ("<base64> <rank>" lines), loaded and used the same way.
 //  - anything else: real tokenizers (tokenizer.json files named in KILN_FUZZ_TOKENIZERS, colon-
 //    separated; run_fuzzers.sh passes Llama-3, Llama-2, GPT-2, Qwen2.5, Phi-3 and ChatGLM3) encode the
 //    rest of the input as a prompt from a client: ids inside the vocabulary, and decoding any ids
 //    must not crash. The first byte picks the tokenizer and whether special tokens are added.
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -77,11 +81,26 @@ int FuzzDocument(const uint8_t* data, size_t size) {
   return 0;
 }
 
+// A tiktoken ranks file from the fuzzer (the loader reads a path: one scratch file per process).
+int FuzzTiktoken(const uint8_t* data, size_t size) {
+  static const std::string path = "fuzz_tiktoken_" + std::to_string(getpid()) + ".tiktoken";
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  }
+  auto spec = kiln::tok::SpecFromTiktoken(path, /*have_config_specials=*/false);
+  if (!spec.ok()) return 0;
+  const kiln::tok::PipelineTokenizer tok(std::move(*spec));
+  EncodeDecode(tok, "Hello world! \xe4\xb8\xad\xe6\x96\x87 123 <|endoftext|>\n", true);
+  return 0;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   if (data[0] == '{') return FuzzDocument(data, size);
+  if (data[0] == 'T') return FuzzTiktoken(data + 1, size - 1);
   const auto& all = Tokenizers();
   const auto& tok = *all[data[0] % all.size()];
   const bool special = (data[0] / all.size()) % 2 == 1;
