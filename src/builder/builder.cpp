@@ -99,6 +99,11 @@ Expected<DType> ChooseDType(const std::string& requested, const Checkpoint* ck) 
   return DType::kBF16;
 }
 
+// A field of the wrong type in config.json, caught as nlohmann's exception.
+Status ConfigTypeError(const json::exception& e) {
+  return InvalidArgument(std::string("config.json: a field has the wrong type (") + e.what() + ")");
+}
+
 // HF config.json -> architecture and ModelConfig. A field of the wrong type in a downloaded config
 // (say "tie_word_embeddings": "yes") is an error naming the file, not an escaping exception.
 Status ConfigureModel(const json& hf, const ArchEntry** arch, ModelConfig* mc) {
@@ -107,7 +112,7 @@ Status ConfigureModel(const json& hf, const ArchEntry** arch, ModelConfig* mc) {
     KILN_RETURN_IF_ERROR(ReadCommonHfConfig(hf, mc));
     KILN_RETURN_IF_ERROR((*arch)->configure(hf, mc));
   } catch (const json::exception& e) {
-    return InvalidArgument(std::string("config.json: a field has the wrong type (") + e.what() + ")");
+    return ConfigTypeError(e);
   }
   return mc->Validate("model config");
 }
@@ -147,7 +152,7 @@ Status BuildEngine(const BuildOptions& o, const BuildProgress& progress) {
     try {  // some mappings read config.json too (Falcon's layout)
       KILN_RETURN_IF_ERROR(arch->map_tensors(mc, ck, &plan));
     } catch (const json::exception& e) {
-      return InvalidArgument(std::string("config.json: a field has the wrong type (") + e.what() + ")");
+      return ConfigTypeError(e);
     }
   }
 
